@@ -1,0 +1,41 @@
+//! The Kubernetes API of qms-operator: the four custom resources of group `qms.creo.dev/v1` and the
+//! manifests generated from them.
+//!
+//! Field names follow Kubernetes API conventions (camelCase). Everything Kubernetes can validate
+//! (enums, required fields, patterns, CEL rules) is expressed here so that a bad object is refused by
+//! the API server with the field named, before any controller sees it.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod common;
+pub mod crds;
+pub mod duration;
+pub mod gate;
+pub mod template;
+pub mod workflow;
+
+pub use agent::{Agent, AgentJob, AgentSpec, AgentStatus, HealthPolicy, Priority};
+pub use common::{Condition, ConditionStatus, WorkflowState};
+pub use duration::{DurationError, KubeDuration};
+pub use gate::{
+    Baseline, GateEscalation, GateType, GradualEnforcement, MetricUnit, Operator, QualityGate,
+    QualityGateSpec, QualityGateStatus,
+};
+pub use template::{
+    AgentSelector, Escalation, RepositoryDispatch, RetryPolicy, StepStates, StepType, TemplateStep,
+    WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
+};
+pub use workflow::{
+    Approval, Decision, GateResult, GateVerdict, Override, QmsWorkflow, QmsWorkflowSpec,
+    QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase, TaskResultSummary,
+    TaskStatus, TemplateRef, Transition,
+};
+
+/// API group of every qms-operator resource.
+pub const GROUP: &str = "qms.creo.dev";
+/// API version of every qms-operator resource.
+pub const VERSION: &str = "v1";
+/// The category `kubectl get qms` lists.
+pub const CATEGORY: &str = "qms";
+
+pub mod structural;

