@@ -11,33 +11,39 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// `crds/` for `kubectl apply`, and the chart's own copy that `helm install` applies.
+const CRD_DIRS: [&str; 2] = ["crds", "charts/qms-operator/crds"];
+
 #[test]
 fn committed_crds_match_the_types() {
-    let mut drifted = Vec::new();
-    for (file, crd) in crds::all() {
-        let expected = crds::to_yaml(&crd).expect("render CRD");
-        let path = repo_root().join("crds").join(file);
-        let actual = std::fs::read_to_string(&path).unwrap_or_default();
-        if actual != expected {
-            drifted.push(file);
+    for dir in CRD_DIRS {
+        let mut drifted = Vec::new();
+        for (file, crd) in crds::all() {
+            let expected = crds::to_yaml(&crd).expect("render CRD");
+            let actual = std::fs::read_to_string(repo_root().join(dir).join(file)).unwrap_or_default();
+            if actual != expected {
+                drifted.push(file);
+            }
         }
+        assert!(
+            drifted.is_empty(),
+            "{dir}/ is out of date for {drifted:?}: run `cargo run -p qms-operator -- crds --out-dir {dir}`"
+        );
     }
-    assert!(
-        drifted.is_empty(),
-        "crds/ is out of date for {drifted:?}: run `cargo run -p qms-operator -- crds --out-dir crds`"
-    );
 }
 
 #[test]
-fn crds_dir_holds_nothing_else() {
-    let mut files: Vec<String> = std::fs::read_dir(repo_root().join("crds"))
-        .expect("crds/ exists")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+fn crds_dirs_hold_nothing_else() {
     let mut expected: Vec<String> = crds::all().iter().map(|(f, _)| f.to_string()).collect();
     expected.sort();
-    assert_eq!(files, expected);
+    for dir in CRD_DIRS {
+        let mut files: Vec<String> = std::fs::read_dir(repo_root().join(dir))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, expected, "{dir}");
+    }
 }
 
 fn schema_of(crd: &k8s_openapi_crd::CustomResourceDefinition) -> Value {
