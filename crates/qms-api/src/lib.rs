@@ -26,7 +26,7 @@ pub use template::{
     WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
 pub use workflow::{
-    Approval, Decision, GateResult, GateVerdict, Override, QmsWorkflow, QmsWorkflowSpec,
+    Approval, CheckRunRef, Decision, GateResult, GateVerdict, Override, QmsWorkflow, QmsWorkflowSpec,
     QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase, TaskResultSummary,
     TaskStatus, TemplateRef, Transition,
 };

@@ -148,6 +148,9 @@ pub struct TaskResultSummary {
     /// Numeric metrics by name, already in their reported unit.
     #[serde(default)]
     pub metrics: std::collections::BTreeMap<String, f64>,
+    /// The unit each metric was reported in, when the agent named one (gates convert from it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub units: std::collections::BTreeMap<String, MetricUnit>,
     #[serde(default)]
     pub annotations: u32,
 }
@@ -286,6 +289,42 @@ pub struct QmsWorkflowStatus {
     /// The most recent transitions, oldest first (bounded; see `HISTORY_LIMIT`).
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// The GitHub check runs of this workflow as last synced by qms-github (field manager
+    /// `qms-github`; the operator never writes it, hence skipped when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name", "run"]))]
+    pub check_runs: Vec<CheckRunRef>,
+    /// Keys of the `repository_dispatch` events already sent (field manager `qms-github`), so
+    /// each occurrence is sent once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub dispatches: Vec<String>,
+}
+
+/// A GitHub check run created for a workflow: `QMS` (summary) or `QMS / <step>`, for one run.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRunRef {
+    /// The check run name on GitHub.
+    pub name: String,
+    /// The step it reports; none for the summary check `QMS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// `status.run` the check belongs to; a new run gets new check runs.
+    pub run: u32,
+    pub head_sha: String,
+    /// GitHub's check run id.
+    pub id: i64,
+    /// `queued`, `in_progress` or `completed`, as last written to GitHub.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conclusion: Option<String>,
+    /// Hash of the last output written, so an unchanged check run is not written again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Annotations already sent (GitHub takes 50 per request; the rest follow in later updates).
+    #[serde(default)]
+    pub annotations_sent: u32,
 }
 
 impl QmsWorkflowStatus {

@@ -13,13 +13,30 @@
 //! - `machine`: the state machine of spec §2.2 and the step semantics ([`decide`]).
 //! - `gates`: the quality gate processor of spec §4 (operators, units, overrides, fail closed).
 //! - `selection`: the agent coordinator's choice of agent (capability, capacity, priority, health).
-//! - `payload`: the task payload of spec §3.2 and the parsing of agents' results.
+//! - `payload`: the task payload of spec §3.2; `result`: parsing of agents' results.
 //! - `backoff`: exponential backoff with deterministic jitter.
-//! - `naming`: deterministic Job names.
+//! - `naming`: deterministic Job names and task labels.
+//!
+//! The semantic choices are described in the crate's README.md.
 #![forbid(unsafe_code)]
 
+// Lets the shared test fixtures (tests/support) name this crate the same way from unit tests.
+#[cfg(test)]
+extern crate self as qms_engine;
+
 pub mod action;
+pub mod backoff;
+pub mod gates;
+mod hash;
+pub mod machine;
+pub mod naming;
 pub mod observe;
+pub mod payload;
+pub mod result;
+pub mod selection;
+mod time;
+pub mod units;
 
 pub use action::{Action, Decision, EngineEvent, EventType, TaskSpec};
+pub use machine::decide;
 pub use observe::{AgentView, EngineConfig, JobObservation, JobPhase, Observed};
