@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use qms_api::crds;
 use kube::CustomResourceExt;
+use qms_api::crds;
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -20,7 +20,8 @@ fn committed_crds_match_the_types() {
         let mut drifted = Vec::new();
         for (file, crd) in crds::all() {
             let expected = crds::to_yaml(&crd).expect("render CRD");
-            let actual = std::fs::read_to_string(repo_root().join(dir).join(file)).unwrap_or_default();
+            let actual =
+                std::fs::read_to_string(repo_root().join(dir).join(file)).unwrap_or_default();
             if actual != expected {
                 drifted.push(file);
             }
@@ -39,7 +40,12 @@ fn crds_dirs_hold_nothing_else() {
     for dir in CRD_DIRS {
         let mut files: Vec<String> = std::fs::read_dir(repo_root().join(dir))
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
-            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         files.sort();
         assert_eq!(files, expected, "{dir}");
@@ -74,8 +80,13 @@ fn every_crd_is_namespaced_with_status_category_and_short_name() {
         assert!(spec["names"]["shortNames"][0].is_string(), "{file}");
         let version = &spec["versions"][0];
         assert_eq!(version["name"], "v1");
-        assert!(version["subresources"]["status"].is_object(), "{file}: status subresource");
-        let columns = version["additionalPrinterColumns"].as_array().expect("printer columns");
+        assert!(
+            version["subresources"]["status"].is_object(),
+            "{file}: status subresource"
+        );
+        let columns = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("printer columns");
         assert_eq!(columns.last().expect("a column")["name"], "Age", "{file}");
     }
 }
@@ -106,8 +117,8 @@ fn validation_rules_are_in_the_schema() {
     let wf = schema_of(&qms_api::QmsWorkflow::crd());
     let state = &wf["properties"]["status"]["properties"]["state"];
     assert_eq!(state["enum"].as_array().map(Vec::len), Some(11), "{state}");
-    let timeout = schema_of(&qms_api::WorkflowTemplate::crd())["properties"]["spec"]
-        ["properties"]["steps"]["items"]["properties"]["timeout"]
+    let timeout = schema_of(&qms_api::WorkflowTemplate::crd())["properties"]["spec"]["properties"]
+        ["steps"]["items"]["properties"]["timeout"]
         .clone();
     assert_eq!(timeout["pattern"], qms_api::duration::DURATION_PATTERN);
 }

@@ -29,7 +29,13 @@ fn all_examples() -> Vec<(String, Value)> {
     paths.sort();
     for path in paths {
         for doc in documents(&path) {
-            out.push((path.file_name().expect("name").to_string_lossy().into_owned(), doc));
+            out.push((
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+                doc,
+            ));
         }
     }
     out
@@ -80,11 +86,24 @@ fn examples_cover_the_seed() {
     assert_eq!(names("WorkflowTemplate"), ["standard-qms-review"]);
     assert_eq!(
         names("QualityGate"),
-        ["basic-checks", "code-coverage", "compliance-audit", "final-checks", "performance-test", "security-scan"]
+        [
+            "basic-checks",
+            "code-coverage",
+            "compliance-audit",
+            "final-checks",
+            "performance-test",
+            "security-scan"
+        ]
     );
     assert_eq!(
         names("Agent"),
-        ["qms-code-reviewer", "qms-dod-validator", "qms-dor-validator", "qms-quality-coordinator", "qms-testing-specialist"]
+        [
+            "qms-code-reviewer",
+            "qms-dod-validator",
+            "qms-dor-validator",
+            "qms-quality-coordinator",
+            "qms-testing-specialist"
+        ]
     );
     assert_eq!(names("QmsWorkflow").len(), 1);
 }
@@ -94,7 +113,9 @@ fn examples_deserialize_into_the_types() {
     for (file, doc) in all_examples() {
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
         let result = match kind.as_str() {
-            "WorkflowTemplate" => serde_json::from_value::<qms_api::WorkflowTemplate>(doc).map(drop),
+            "WorkflowTemplate" => {
+                serde_json::from_value::<qms_api::WorkflowTemplate>(doc).map(drop)
+            }
             "QualityGate" => serde_json::from_value::<qms_api::QualityGate>(doc).map(drop),
             "Agent" => serde_json::from_value::<qms_api::Agent>(doc).map(drop),
             "QmsWorkflow" => serde_json::from_value::<qms_api::QmsWorkflow>(doc).map(drop),
@@ -126,7 +147,10 @@ fn schema_check_catches_a_broken_example() {
         "spec": {"type": "threshold", "metric": "m", "operator": "greater", "threshold": "high"}
     });
     let validator = jsonschema::validator_for(&json_schema_for("QualityGate")).expect("compiles");
-    let errors: Vec<String> = validator.iter_errors(&bad).map(|e| e.instance_path().to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&bad)
+        .map(|e| e.instance_path().to_string())
+        .collect();
     assert!(errors.iter().any(|p| p == "/spec/operator"), "{errors:?}");
     assert!(errors.iter().any(|p| p == "/spec/threshold"), "{errors:?}");
 }
