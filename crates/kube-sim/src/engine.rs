@@ -527,6 +527,7 @@ impl Engine {
         if is_crd(rt) {
             self.rebuild_registry(st);
         }
+        crate::gc::collect_if_orphaned(self, st, rt, &stored)?;
         Ok(WriteOutcome {
             object: present(rt, &stored),
             warnings,

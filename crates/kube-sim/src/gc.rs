@@ -102,6 +102,26 @@ pub fn delete(
     Ok(remove_now(engine, st, &key, &ns, &name)?.unwrap_or_else(|| obj.clone()))
 }
 
+/// The garbage collector's rule for dependents whose owners are all gone: delete them
+/// (Background). Real clusters do it asynchronously; doing it right after the create gives
+/// watchers the same ADDED-then-DELETED sequence. This closes the race in which a controller
+/// creates a dependent (a Job's Pod) just after its owner was deleted.
+pub fn collect_if_orphaned(
+    engine: &Engine,
+    st: &mut State,
+    rt: &ResourceType,
+    obj: &Arc<Value>,
+) -> ApiResult<()> {
+    let Some(refs) = obj["metadata"]["ownerReferences"].as_array() else {
+        return Ok(());
+    };
+    let uids: Vec<&str> = refs.iter().filter_map(|r| r["uid"].as_str()).collect();
+    if uids.is_empty() || uids.iter().any(|u| st.store.uid_exists(u)) {
+        return Ok(());
+    }
+    delete(engine, st, rt, obj, Some("Background")).map(drop)
+}
+
 fn orphan_dependents(st: &mut State, uid: &str) -> ApiResult<()> {
     for (dkey, dep) in st.store.dependents_of(uid) {
         let mut new = (*dep).clone();

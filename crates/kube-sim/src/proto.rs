@@ -3,7 +3,8 @@
 //! client-go's typed clientsets (used by `kubectl create configmap|secret|namespace|serviceaccount`
 //! and by helm's release storage) send `application/vnd.kubernetes.protobuf` bodies and do not fall
 //! back to JSON on 415. Responses are always JSON (clients accept it), but these request bodies must
-//! be understood. Only the kinds listed in [`decode`] are supported; others get 415.
+//! be understood. Only the kinds listed in [`decode`] are supported (Pods, Jobs and Deployments
+//! with the fields kubectl's generators set); others get 415.
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -103,6 +104,78 @@ const DELETE_OPTIONS: Schema = &[
     (3, F::Bool("orphanDependents")),
     (4, F::Str("propagationPolicy")),
     (5, F::RepStr("dryRun")),
+];
+const LABEL_SELECTOR: Schema = &[(1, F::MapStr("matchLabels"))];
+const ENV_VAR: Schema = &[(1, F::Str("name")), (2, F::Str("value"))];
+const CONTAINER_PORT: Schema = &[
+    (1, F::Str("name")),
+    (2, F::Int("hostPort")),
+    (3, F::Int("containerPort")),
+    (4, F::Str("protocol")),
+];
+const CONTAINER: Schema = &[
+    (1, F::Str("name")),
+    (2, F::Str("image")),
+    (3, F::RepStr("command")),
+    (4, F::RepStr("args")),
+    (5, F::Str("workingDir")),
+    (6, F::RepMsg("ports", CONTAINER_PORT)),
+    (7, F::RepMsg("env", ENV_VAR)),
+    (13, F::Str("terminationMessagePath")),
+    (14, F::Str("imagePullPolicy")),
+    (16, F::Bool("stdin")),
+    (17, F::Bool("stdinOnce")),
+    (18, F::Bool("tty")),
+    (20, F::Str("terminationMessagePolicy")),
+];
+const POD_SPEC: Schema = &[
+    (2, F::RepMsg("containers", CONTAINER)),
+    (3, F::Str("restartPolicy")),
+    (4, F::Int("terminationGracePeriodSeconds")),
+    (5, F::Int("activeDeadlineSeconds")),
+    (6, F::Str("dnsPolicy")),
+    (7, F::MapStr("nodeSelector")),
+    (8, F::Str("serviceAccountName")),
+    (10, F::Str("nodeName")),
+    (19, F::Str("schedulerName")),
+    (20, F::RepMsg("initContainers", CONTAINER)),
+];
+const POD_TEMPLATE: Schema = &[
+    (1, F::Msg("metadata", OBJECT_META)),
+    (2, F::Msg("spec", POD_SPEC)),
+];
+const POD: Schema = &[
+    (1, F::Msg("metadata", OBJECT_META)),
+    (2, F::Msg("spec", POD_SPEC)),
+];
+const JOB_SPEC: Schema = &[
+    (1, F::Int("parallelism")),
+    (2, F::Int("completions")),
+    (3, F::Int("activeDeadlineSeconds")),
+    (4, F::Msg("selector", LABEL_SELECTOR)),
+    (5, F::Bool("manualSelector")),
+    (6, F::Msg("template", POD_TEMPLATE)),
+    (7, F::Int("backoffLimit")),
+    (8, F::Int("ttlSecondsAfterFinished")),
+    (9, F::Str("completionMode")),
+    (10, F::Bool("suspend")),
+];
+const JOB: Schema = &[
+    (1, F::Msg("metadata", OBJECT_META)),
+    (2, F::Msg("spec", JOB_SPEC)),
+];
+const DEPLOYMENT_SPEC: Schema = &[
+    (1, F::Int("replicas")),
+    (2, F::Msg("selector", LABEL_SELECTOR)),
+    (3, F::Msg("template", POD_TEMPLATE)),
+    (5, F::Int("minReadySeconds")),
+    (6, F::Int("revisionHistoryLimit")),
+    (7, F::Bool("paused")),
+    (9, F::Int("progressDeadlineSeconds")),
+];
+const DEPLOYMENT: Schema = &[
+    (1, F::Msg("metadata", OBJECT_META)),
+    (2, F::Msg("spec", DEPLOYMENT_SPEC)),
 ];
 const TYPE_META: Schema = &[(1, F::Str("apiVersion")), (2, F::Str("kind"))];
 const UNKNOWN: Schema = &[
@@ -312,6 +385,9 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         ("v1", "Secret") => SECRET,
         ("v1", "Namespace") => NAMESPACE,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("v1", "Pod") => POD,
+        ("batch/v1", "Job") => JOB,
+        ("apps/v1", "Deployment") => DEPLOYMENT,
         (_, "DeleteOptions") => DELETE_OPTIONS,
         _ => {
             return Err(ApiError::unsupported_media_type(

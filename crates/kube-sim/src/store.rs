@@ -40,6 +40,8 @@ pub struct Store {
     base_rv: u64,
     buckets: HashMap<String, Bucket>,
     uids: HashMap<String, (String, String, String)>,
+    /// Owner uid -> dependents (bucket, namespace, name), for garbage collection.
+    owners: HashMap<String, std::collections::BTreeSet<(String, String, String)>>,
     history_limit: usize,
     wal: Option<Wal>,
     notify: tokio::sync::watch::Sender<u64>,
@@ -57,6 +59,7 @@ impl Store {
             base_rv: 0,
             buckets: HashMap::new(),
             uids: HashMap::new(),
+            owners: HashMap::new(),
             history_limit: history_limit.max(1),
             wal: None,
             notify,
@@ -71,6 +74,30 @@ impl Store {
         self.rv
     }
 
+    fn index_owners(&mut self, key: &str, obj: &Value, add: bool) {
+        let Some(refs) = obj["metadata"]["ownerReferences"].as_array() else {
+            return;
+        };
+        let id = (
+            key.to_owned(),
+            meta_str(obj, "namespace").to_owned(),
+            meta_str(obj, "name").to_owned(),
+        );
+        for uid in refs.iter().filter_map(|r| r["uid"].as_str()) {
+            if add {
+                self.owners
+                    .entry(uid.to_owned())
+                    .or_default()
+                    .insert(id.clone());
+            } else if let Some(set) = self.owners.get_mut(uid) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.owners.remove(uid);
+                }
+            }
+        }
+    }
+
     /// Loads a replayed object (no event, no WAL write).
     pub fn load(&mut self, key: &str, obj: Value, rv: u64) {
         let ns = meta_str(&obj, "namespace").to_owned();
@@ -80,6 +107,10 @@ impl Store {
             self.uids
                 .insert(uid, (key.to_owned(), ns.clone(), name.clone()));
         }
+        if let Some(prev) = self.get(key, &ns, &name) {
+            self.index_owners(key, &prev, false);
+        }
+        self.index_owners(key, &obj, true);
         self.buckets
             .entry(key.to_owned())
             .or_default()
@@ -93,6 +124,7 @@ impl Store {
             && let Some(old) = b.objects.remove(&(ns.to_owned(), name.to_owned()))
         {
             self.uids.remove(meta_str(&old, "uid"));
+            self.index_owners(key, &old, false);
         }
         self.rv = self.rv.max(rv);
     }
@@ -164,18 +196,14 @@ impl Store {
 
     /// Objects (with their bucket key) that list `uid` in their ownerReferences.
     pub fn dependents_of(&self, uid: &str) -> Vec<(String, Arc<Value>)> {
-        let mut out = Vec::new();
-        for (key, b) in &self.buckets {
-            for obj in b.objects.values() {
-                let owned = obj["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)));
-                if owned {
-                    out.push((key.clone(), obj.clone()));
-                }
-            }
-        }
-        out
+        self.owners
+            .get(uid)
+            .map(|set| {
+                set.iter()
+                    .filter_map(|(key, ns, name)| self.get(key, ns, name).map(|o| (key.clone(), o)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn next_rv(&self) -> u64 {
@@ -238,6 +266,10 @@ impl Store {
         if !uid.is_empty() {
             self.uids.insert(uid, (key.to_owned(), ns, name));
         }
+        if let Some(p) = &prev {
+            self.index_owners(key, p, false);
+        }
+        self.index_owners(key, &obj, true);
         let kind = if prev.is_some() {
             EventType::Modified
         } else {
@@ -275,6 +307,7 @@ impl Store {
             b.objects.remove(&(ns.to_owned(), name.to_owned()));
         }
         self.uids.remove(meta_str(&old, "uid"));
+        self.index_owners(key, &old, false);
         let mut last = (*old).clone();
         last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         let last = Arc::new(last);

@@ -271,3 +271,30 @@ async fn delete_preconditions_are_checked() {
     assert_eq!(err.code, 409);
     assert!(api.get_opt("p").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_dependent_created_after_its_owner_is_gone_is_collected() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let owner = api
+        .create(&PostParams::default(), &cm("gone-owner"))
+        .await
+        .unwrap();
+    let kept = api
+        .create(&PostParams::default(), &cm("live-owner"))
+        .await
+        .unwrap();
+    api.delete("gone-owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    // A controller racing its owner's deletion: the create succeeds, then the GC removes it.
+    api.create(&PostParams::default(), &owned("late", &owner, true))
+        .await
+        .unwrap();
+    assert!(api.get_opt("late").await.unwrap().is_none());
+    // With a live owner the dependent stays.
+    api.create(&PostParams::default(), &owned("on-time", &kept, true))
+        .await
+        .unwrap();
+    assert!(api.get_opt("on-time").await.unwrap().is_some());
+}
