@@ -1,0 +1,701 @@
+//! The GitHub REST client: octocrab for transport, plus what GitHub's limits need.
+//!
+//! - Writes are paced by a token bucket (default 80/min, GitHub's secondary limit).
+//! - `429`/`403` with `Retry-After` or an exhausted `x-ratelimit-remaining` block every request
+//!   until the time GitHub named; `5xx` and transport errors block with jittered exponential
+//!   backoff (a circuit breaker: during an outage we stop hammering GitHub).
+//! - Nothing sleeps. A blocked request fails at once with the time it may be retried
+//!   ([`GithubError::retry_at`]); the check run sync is level-triggered, so the caller simply
+//!   requeues and the next sync catches up.
+//!
+//! The Authorization header is added here per request (token or per-installation token), so one
+//! octocrab instance without auth serves every installation.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use http::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use octocrab::Octocrab;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::{AppAuth, Auth, AuthError};
+use crate::clock::Clock;
+use crate::config::{GithubConfig, Permission};
+use crate::events::PullRequest;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GithubError {
+    #[error("GitHub rate limit: retry after {until}")]
+    RateLimited { until: DateTime<Utc> },
+    #[error("GitHub unavailable ({reason}): retry after {retry_at}")]
+    Unavailable {
+        reason: String,
+        retry_at: DateTime<Utc>,
+    },
+    #[error("GitHub answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("bad request: {0}")]
+    Request(String),
+}
+
+impl GithubError {
+    /// When the request may be tried again; `None` for errors retrying cannot fix.
+    pub fn retry_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::RateLimited { until } => Some(*until),
+            Self::Unavailable { retry_at, .. } => Some(*retry_at),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Token bucket for write requests. Burst `b` and refill `(n - b)` per minute, so no 60-second
+/// window holds more than `n` writes (`b` at start plus `n - b` refilled).
+#[derive(Debug)]
+struct Bucket {
+    capacity: f64,
+    tokens: f64,
+    per_sec: f64,
+    last: Option<DateTime<Utc>>,
+}
+
+impl Bucket {
+    fn new(per_minute: u32) -> Self {
+        let n = per_minute.max(1);
+        let burst = (n / 8).clamp(1, 10);
+        Self {
+            capacity: f64::from(burst),
+            tokens: f64::from(burst),
+            per_sec: f64::from((n - burst).max(1)) / 60.0,
+            last: None,
+        }
+    }
+
+    fn take(&mut self, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
+        if let Some(last) = self.last {
+            let elapsed = (now - last).num_milliseconds().max(0) as f64 / 1000.0;
+            self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - self.tokens) / self.per_sec * 1000.0).ceil() as i64;
+            Err(now + Duration::milliseconds(wait.max(1)))
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Limits {
+    bucket: Bucket,
+    blocked_until: Option<DateTime<Utc>>,
+    failures: u32,
+}
+
+/// Backoff after the n-th consecutive failure: 2 s × 2^(n-1), at most 5 min, ±20 % jitter so
+/// many operators (or workflows) do not come back at the same instant.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base = 2_000f64 * 2f64.powi(failures.saturating_sub(1).min(16) as i32);
+    let capped = base.min(300_000.0);
+    let factor = 1.0 + 0.2 * (jitter.clamp(0.0, 1.0) * 2.0 - 1.0);
+    Duration::milliseconds((capped * factor) as i64)
+}
+
+/// Whether a request writes (paced) or only reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Write,
+}
+
+pub struct GithubClient {
+    octo: Octocrab,
+    auth: Auth,
+    clock: Arc<dyn Clock>,
+    limits: Mutex<Limits>,
+}
+
+impl std::fmt::Debug for GithubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubClient")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A check run as `GET …/check-runs` lists it (the fields we use).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ListedCheckRun {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+}
+
+impl GithubClient {
+    pub fn new(cfg: &GithubConfig, clock: Arc<dyn Clock>) -> Result<Self, GithubError> {
+        let octo = Octocrab::builder()
+            .base_uri(cfg.api_base_url.as_str())
+            .map_err(|e| GithubError::Request(format!("invalid API URL: {e}")))?
+            .build()
+            .map_err(|e| GithubError::Request(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            octo,
+            auth: Auth::from_credentials(&cfg.credentials)?,
+            clock,
+            limits: Mutex::new(Limits {
+                bucket: Bucket::new(cfg.writes_per_minute),
+                blocked_until: None,
+                failures: 0,
+            }),
+        })
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Until when requests are blocked (rate limit or backoff), if they are.
+    pub fn blocked_until(&self) -> Option<DateTime<Utc>> {
+        let now = self.now();
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocked_until
+            .filter(|t| *t > now)
+    }
+
+    fn admit(&self, kind: Kind) -> Result<(), GithubError> {
+        let now = self.now();
+        let mut l = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = l.blocked_until.filter(|t| *t > now) {
+            return Err(GithubError::RateLimited { until });
+        }
+        if kind == Kind::Write {
+            l.bucket
+                .take(now)
+                .map_err(|until| GithubError::RateLimited { until })?;
+        }
+        Ok(())
+    }
+
+    fn record(
+        &self,
+        headers: Option<&HeaderMap>,
+        status: Option<StatusCode>,
+    ) -> Option<GithubError> {
+        let now = self.now();
+        let mut l = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let header = |name: &str| -> Option<i64> {
+            headers?
+                .get(name)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<i64>()
+                .ok()
+        };
+        match status {
+            Some(s) if s.is_success() || s.is_redirection() => {
+                l.failures = 0;
+                None
+            }
+            Some(s)
+                if s == StatusCode::TOO_MANY_REQUESTS
+                    || (s == StatusCode::FORBIDDEN
+                        && (header("retry-after").is_some()
+                            || header("x-ratelimit-remaining") == Some(0))) =>
+            {
+                // Retry-After (seconds) wins; else the primary limit's reset (epoch seconds);
+                // else GitHub's advice for secondary limits: wait at least a minute.
+                let until = header("retry-after")
+                    .map(|s| now + Duration::seconds(s.max(1)))
+                    .or_else(|| {
+                        header("x-ratelimit-reset")
+                            .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
+                            .filter(|t| *t > now)
+                    })
+                    .unwrap_or(now + Duration::seconds(60));
+                l.blocked_until = Some(until);
+                Some(GithubError::RateLimited { until })
+            }
+            Some(s) if s.is_server_error() => {
+                l.failures += 1;
+                let retry_at = now + backoff(l.failures, rand::random::<f64>());
+                l.blocked_until = Some(retry_at);
+                Some(GithubError::Unavailable {
+                    reason: format!("HTTP {}", s.as_u16()),
+                    retry_at,
+                })
+            }
+            Some(_) => None,
+            None => {
+                l.failures += 1;
+                let retry_at = now + backoff(l.failures, rand::random::<f64>());
+                l.blocked_until = Some(retry_at);
+                Some(GithubError::Unavailable {
+                    reason: "connection failed".into(),
+                    retry_at,
+                })
+            }
+        }
+    }
+
+    /// One request. `path` is relative to the API base (`/repos/o/r/check-runs`).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        installation: Option<u64>,
+        body: Option<&Value>,
+        kind: Kind,
+    ) -> Result<Value, GithubError> {
+        self.admit(kind)?;
+        let token = self.token(installation).await?;
+        let (status, value) = self.send(method, path, token.as_ref(), body).await?;
+        if status == StatusCode::UNAUTHORIZED
+            && let (Auth::App(app), Some(i)) = (&self.auth, installation)
+        {
+            app.forget_token(i);
+        }
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
+        Err(GithubError::Api {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    /// Sends with the given token, records limits, and returns status + JSON body (5xx and rate
+    /// limits come back as errors).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), GithubError> {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header(USER_AGENT, "qms-operator");
+        if let Some(token) = token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                // The message must not carry the token.
+                .map_err(|_| {
+                    GithubError::Request("the token is not a valid header value".into())
+                })?;
+            v.set_sensitive(true);
+            builder = builder.header(AUTHORIZATION, v);
+        }
+        let request = self
+            .octo
+            .build_request(builder, body)
+            .map_err(|e| GithubError::Request(e.to_string()))?;
+        let response = match self.octo.execute(request).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(self
+                    .record(None, None)
+                    .unwrap_or_else(|| GithubError::Request("transport error".into())));
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        if let Some(err) = self.record(Some(&headers), Some(status)) {
+            return Err(err);
+        }
+        let text = self.octo.body_to_string(response).await.unwrap_or_default();
+        let value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text.chars().take(300).collect()))
+        };
+        Ok((status, value))
+    }
+
+    /// The Authorization token for a request on behalf of `installation`.
+    async fn token(&self, installation: Option<u64>) -> Result<Option<Secret>, GithubError> {
+        match &self.auth {
+            Auth::None => Ok(None),
+            Auth::Token(t) => Ok(Some(t.clone())),
+            Auth::App(app) => {
+                let Some(id) = installation else {
+                    return Err(AuthError::NoInstallation("this request".into()).into());
+                };
+                let now = self.now();
+                if let Some(t) = app.cached_token(id, now) {
+                    return Ok(Some(t));
+                }
+                self.fetch_installation_token(app, id).await.map(Some)
+            }
+        }
+    }
+
+    async fn fetch_installation_token(
+        &self,
+        app: &AppAuth,
+        id: u64,
+    ) -> Result<Secret, GithubError> {
+        #[derive(Deserialize)]
+        struct Token {
+            token: String,
+            expires_at: DateTime<Utc>,
+        }
+        let jwt = app.jwt(self.now())?;
+        let path = format!("/app/installations/{id}/access_tokens");
+        let (status, value) = self
+            .send(
+                Method::POST,
+                &path,
+                Some(&jwt),
+                Some(&Value::Object(Default::default())),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(GithubError::Api {
+                status: status.as_u16(),
+                message: "cannot create an installation token".into(),
+            });
+        }
+        let t: Token = serde_json::from_value(value).map_err(|_| GithubError::Api {
+            status: status.as_u16(),
+            message: "unexpected installation token response".into(),
+        })?;
+        let token = Secret::new(t.token);
+        app.store_token(id, token.clone(), t.expires_at);
+        Ok(token)
+    }
+
+    /// The installation of `repository` (App mode): from the cache or `GET /repos/{o}/{r}/installation`.
+    pub async fn installation_for(&self, repository: &str) -> Result<Option<u64>, GithubError> {
+        let Auth::App(app) = &self.auth else {
+            return Ok(None);
+        };
+        if let Some(id) = app.known_installation(repository) {
+            return Ok(Some(id));
+        }
+        self.admit(Kind::Read)?;
+        let jwt = app.jwt(self.now())?;
+        let (status, value) = self
+            .send(
+                Method::GET,
+                &format!("/repos/{}/installation", repo_path(repository)?),
+                Some(&jwt),
+                None,
+            )
+            .await?;
+        let id = value
+            .get("id")
+            .and_then(Value::as_u64)
+            .filter(|_| status.is_success());
+        match id {
+            Some(id) => {
+                app.remember_installation(repository, id);
+                Ok(Some(id))
+            }
+            None => Err(AuthError::NoInstallation(repository.to_owned()).into()),
+        }
+    }
+
+    pub fn remember_installation(&self, repository: &str, installation: u64) {
+        if let Auth::App(app) = &self.auth {
+            app.remember_installation(repository, installation);
+        }
+    }
+
+    // --- The endpoints qms-github uses -------------------------------------------------------
+
+    pub async fn create_check_run(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        body: &Value,
+    ) -> Result<i64, GithubError> {
+        let v = self
+            .request(
+                Method::POST,
+                &format!("/repos/{}/check-runs", repo_path(repo)?),
+                inst,
+                Some(body),
+                Kind::Write,
+            )
+            .await?;
+        v.get("id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| GithubError::Request("check run created without an id".into()))
+    }
+
+    pub async fn update_check_run(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        id: i64,
+        body: &Value,
+    ) -> Result<(), GithubError> {
+        self.request(
+            Method::PATCH,
+            &format!("/repos/{}/check-runs/{id}", repo_path(repo)?),
+            inst,
+            Some(body),
+            Kind::Write,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Our check runs named `name` on `sha` (to adopt one created before a crash).
+    pub async fn list_check_runs(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        sha: &str,
+        name: &str,
+    ) -> Result<Vec<ListedCheckRun>, GithubError> {
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(default)]
+            check_runs: Vec<ListedCheckRun>,
+        }
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("check_name", name)
+            .append_pair("filter", "all")
+            .append_pair("per_page", "100")
+            .finish();
+        let v = self
+            .request(
+                Method::GET,
+                &format!(
+                    "/repos/{}/commits/{}/check-runs?{q}",
+                    repo_path(repo)?,
+                    segment(sha)
+                ),
+                inst,
+                None,
+                Kind::Read,
+            )
+            .await?;
+        Ok(serde_json::from_value::<List>(v)
+            .map(|l| l.check_runs)
+            .unwrap_or_default())
+    }
+
+    pub async fn create_comment(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        issue: u64,
+        body: &str,
+    ) -> Result<(), GithubError> {
+        self.request(
+            Method::POST,
+            &format!("/repos/{}/issues/{issue}/comments", repo_path(repo)?),
+            inst,
+            Some(&serde_json::json!({ "body": body })),
+            Kind::Write,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn permission(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        login: &str,
+    ) -> Result<Permission, GithubError> {
+        let path = format!(
+            "/repos/{}/collaborators/{}/permission",
+            repo_path(repo)?,
+            segment(login)
+        );
+        match self
+            .request(Method::GET, &path, inst, None, Kind::Read)
+            .await
+        {
+            Ok(v) => {
+                // `role_name` knows triage/maintain; `permission` is the legacy 4-level field.
+                let role = v
+                    .get("role_name")
+                    .and_then(Value::as_str)
+                    .map(Permission::parse);
+                let legacy = v
+                    .get("permission")
+                    .and_then(Value::as_str)
+                    .map(Permission::parse);
+                Ok(role
+                    .into_iter()
+                    .chain(legacy)
+                    .max()
+                    .unwrap_or(Permission::None))
+            }
+            // Not a collaborator.
+            Err(GithubError::Api { status: 404, .. }) => Ok(Permission::None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn is_team_member(
+        &self,
+        inst: Option<u64>,
+        team: &str,
+        login: &str,
+    ) -> Result<bool, GithubError> {
+        let Some((org, slug)) = team.split_once('/') else {
+            return Ok(false);
+        };
+        let path = format!(
+            "/orgs/{}/teams/{}/memberships/{}",
+            segment(org),
+            segment(slug),
+            segment(login)
+        );
+        match self
+            .request(Method::GET, &path, inst, None, Kind::Read)
+            .await
+        {
+            Ok(v) => Ok(v.get("state").and_then(Value::as_str) == Some("active")),
+            Err(GithubError::Api { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn pull_request(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        number: u64,
+    ) -> Result<PullRequest, GithubError> {
+        let v = self
+            .request(
+                Method::GET,
+                &format!("/repos/{}/pulls/{number}", repo_path(repo)?),
+                inst,
+                None,
+                Kind::Read,
+            )
+            .await?;
+        serde_json::from_value(v)
+            .map_err(|e| GithubError::Request(format!("unexpected pull request: {e}")))
+    }
+
+    pub async fn repository_dispatch(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        body: &Value,
+    ) -> Result<(), GithubError> {
+        self.request(
+            Method::POST,
+            &format!("/repos/{}/dispatches", repo_path(repo)?),
+            inst,
+            Some(body),
+            Kind::Write,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// `owner/name` as two path segments; anything else is refused (no path injection).
+fn repo_path(repo: &str) -> Result<String, GithubError> {
+    match repo.split_once('/') {
+        Some((o, n)) if !o.is_empty() && !n.is_empty() && !n.contains('/') => {
+            Ok(format!("{}/{}", segment(o), segment(n)))
+        }
+        _ => Err(GithubError::Request(format!("{repo:?} is not owner/name"))),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out == "." || out == ".." {
+        return out.replace('.', "%2E");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_never_exceeds_the_limit_in_any_minute() {
+        let start = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut b = Bucket::new(80);
+        let mut granted = Vec::new();
+        // Try a write every 100 ms for 5 minutes.
+        for i in 0..3000 {
+            let now = start + Duration::milliseconds(i * 100);
+            if b.take(now).is_ok() {
+                granted.push(now);
+            }
+        }
+        for (i, t) in granted.iter().enumerate() {
+            let in_window = granted[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::seconds(60))
+                .count();
+            assert!(in_window <= 80, "{in_window} writes in the minute from {t}");
+        }
+        // And it is not needlessly slow: close to 80/min sustained.
+        assert!(granted.len() >= 5 * 70, "{}", granted.len());
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        assert_eq!(backoff(1, 0.5), Duration::seconds(2));
+        assert_eq!(backoff(3, 0.5), Duration::seconds(8));
+        assert_eq!(backoff(30, 0.5), Duration::seconds(300));
+        assert!(backoff(2, 0.0) < backoff(2, 1.0));
+        assert!(backoff(2, 1.0) <= Duration::milliseconds(4800));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(repo_path("creo/app.rs").unwrap(), "creo/app.rs");
+        assert!(repo_path("a/b/c").is_err());
+        assert!(repo_path("noslash").is_err());
+        assert_eq!(segment("a b/../"), "a%20b%2F..%2F");
+        assert_eq!(segment(".."), "%2E%2E");
+    }
+}

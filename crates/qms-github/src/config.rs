@@ -1,0 +1,344 @@
+//! Configuration of the GitHub integration, from `QMS_GITHUB_*` environment variables and the
+//! mounted Secret directory (`$QMS_GITHUB_SECRET_DIR`).
+//!
+//! Secrets are read once at start; rotating the webhook secret means listing old and new secret in
+//! `webhook-secret` (one per line), rolling the operator, switching GitHub, then removing the old
+//! line. Every secret value is wrapped in [`Secret`] so printing the config never leaks it.
+
+use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
+
+pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// GitHub does not deliver payloads over 25 MB; anything larger is not from GitHub.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+/// GitHub's secondary limit for content-creating requests.
+pub const DEFAULT_WRITES_PER_MINUTE: u32 = 80;
+
+/// Repository permission levels, lowest first (GitHub's `role_name` / `permission`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    None,
+    Read,
+    Triage,
+    Write,
+    Maintain,
+    Admin,
+}
+
+impl Permission {
+    /// Parses GitHub's words (`role_name` or the legacy `permission` field). Unknown words are
+    /// `None`, so an unexpected answer never grants trust.
+    pub fn parse(s: &str) -> Permission {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" | "pull" => Self::Read,
+            "triage" => Self::Triage,
+            "write" | "push" => Self::Write,
+            "maintain" => Self::Maintain,
+            "admin" => Self::Admin,
+            _ => Self::None,
+        }
+    }
+}
+
+/// How qms-github authenticates to the GitHub API.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// A personal access token or a fine-grained token (`Authorization: Bearer`).
+    Token(Secret),
+    /// A GitHub App: JWT signed with the app's private key, exchanged for installation tokens.
+    App { app_id: u64, private_key: Secret },
+    /// No credentials: webhooks still work, nothing is written to GitHub (sync reports an error).
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct GithubConfig {
+    /// REST API base, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
+    pub api_base_url: String,
+    /// Accepted webhook secrets (more than one during a rotation). Empty = every delivery is 401.
+    pub webhook_secrets: Vec<Secret>,
+    pub credentials: Credentials,
+    /// Namespace of the QmsWorkflows (and WorkflowTemplates) the webhook manages.
+    pub namespace: String,
+    /// Review draft PRs right away (`true`) or wait for `ready_for_review` (`false`, default).
+    pub run_drafts: bool,
+    /// Repository permission at or above which a user may run commands and `/qms ok-to-test`.
+    pub trusted_permission: Permission,
+    /// Logins trusted regardless of their permission.
+    pub trusted_logins: Vec<String>,
+    /// Teams (`org/team-slug`) whose active members are trusted.
+    pub trusted_teams: Vec<String>,
+    /// `details_url` of check runs; placeholders `{namespace}`, `{name}`, `{run}`, `{step}`,
+    /// `{repository}`, `{pr}`, `{sha}`. None = no link.
+    pub details_url_template: Option<String>,
+    /// Pacing of write requests (GitHub's secondary limit is 80/min).
+    pub writes_per_minute: u32,
+    /// Webhook bodies above this are refused with 413 before they are hashed.
+    pub max_body_bytes: usize,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            api_base_url: DEFAULT_API_URL.to_owned(),
+            webhook_secrets: Vec::new(),
+            credentials: Credentials::None,
+            namespace: "default".to_owned(),
+            run_drafts: false,
+            trusted_permission: Permission::Write,
+            trusted_logins: Vec::new(),
+            trusted_teams: Vec::new(),
+            details_url_template: None,
+            writes_per_minute: DEFAULT_WRITES_PER_MINUTE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl GithubConfig {
+    /// Reads the process environment (see the crate README for the variables).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Same as [`from_env`](Self::from_env) with an injectable lookup (tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let mut cfg = GithubConfig::default();
+        let dir = get("QMS_GITHUB_SECRET_DIR").map(PathBuf::from);
+        let from_dir = |file: &str| -> Result<Option<String>, ConfigError> {
+            match &dir {
+                Some(d) => read_optional(&d.join(file)),
+                None => Ok(None),
+            }
+        };
+
+        if let Some(url) = get("QMS_GITHUB_API_URL") {
+            cfg.api_base_url = url.trim().trim_end_matches('/').to_owned();
+        }
+        let secrets = match get("QMS_GITHUB_WEBHOOK_SECRET") {
+            Some(v) => Some(v),
+            None => from_dir("webhook-secret")?,
+        };
+        cfg.webhook_secrets = secrets.as_deref().map(split_secrets).unwrap_or_default();
+
+        let token = match get("QMS_GITHUB_TOKEN") {
+            Some(v) => Some(v),
+            None => from_dir("token")?,
+        };
+        let app_id = match get("QMS_GITHUB_APP_ID") {
+            Some(v) => Some(v),
+            None => from_dir("app-id")?,
+        };
+        let key = match (
+            get("QMS_GITHUB_PRIVATE_KEY"),
+            get("QMS_GITHUB_PRIVATE_KEY_FILE"),
+        ) {
+            (Some(v), _) => Some(v),
+            (None, Some(path)) => read_optional(Path::new(&path))?,
+            (None, None) => from_dir("private-key")?,
+        };
+        cfg.credentials = match (app_id, key, token) {
+            (Some(id), Some(key), _) => Credentials::App {
+                app_id: id.trim().parse().map_err(|_| ConfigError::Invalid {
+                    var: "QMS_GITHUB_APP_ID",
+                    reason: "expected a number".into(),
+                })?,
+                private_key: Secret::new(key),
+            },
+            (Some(_), None, _) => {
+                return Err(ConfigError::Invalid {
+                    var: "QMS_GITHUB_PRIVATE_KEY",
+                    reason: "an app id is set but no private key".into(),
+                });
+            }
+            (None, _, Some(token)) => Credentials::Token(Secret::new(token.trim())),
+            (None, _, None) => Credentials::None,
+        };
+
+        if let Some(ns) = get("QMS_GITHUB_NAMESPACE") {
+            cfg.namespace = ns.trim().to_owned();
+        }
+        if let Some(v) = get("QMS_GITHUB_RUN_DRAFTS") {
+            cfg.run_drafts = parse_bool("QMS_GITHUB_RUN_DRAFTS", &v)?;
+        }
+        if let Some(v) = get("QMS_GITHUB_TRUSTED_PERMISSION") {
+            let p = Permission::parse(&v);
+            if p == Permission::None {
+                return Err(ConfigError::Invalid {
+                    var: "QMS_GITHUB_TRUSTED_PERMISSION",
+                    reason: format!("{v:?} is not one of read, triage, write, maintain, admin"),
+                });
+            }
+            cfg.trusted_permission = p;
+        }
+        cfg.trusted_logins = get("QMS_GITHUB_TRUSTED_LOGINS")
+            .map(|v| split_list(&v))
+            .unwrap_or_default();
+        cfg.trusted_teams = get("QMS_GITHUB_TRUSTED_TEAMS")
+            .map(|v| split_list(&v))
+            .unwrap_or_default();
+        if let Some(t) = cfg.trusted_teams.iter().find(|t| !t.contains('/')) {
+            return Err(ConfigError::Invalid {
+                var: "QMS_GITHUB_TRUSTED_TEAMS",
+                reason: format!("{t:?} is not org/team-slug"),
+            });
+        }
+        cfg.details_url_template = get("QMS_GITHUB_DETAILS_URL");
+        if let Some(v) = get("QMS_GITHUB_WRITES_PER_MINUTE") {
+            cfg.writes_per_minute = parse_num("QMS_GITHUB_WRITES_PER_MINUTE", &v)?;
+            if cfg.writes_per_minute == 0 {
+                return Err(ConfigError::Invalid {
+                    var: "QMS_GITHUB_WRITES_PER_MINUTE",
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        if let Some(v) = get("QMS_GITHUB_MAX_BODY_BYTES") {
+            cfg.max_body_bytes = parse_num("QMS_GITHUB_MAX_BODY_BYTES", &v)?;
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Ok(None),
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        // The error names the path, never the content.
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// One secret per line (a trailing newline, as `kubectl create secret --from-file` keeps it, is not
+/// part of the secret).
+fn split_secrets(v: &str) -> Vec<Secret> {
+    v.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .map(Secret::new)
+        .collect()
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            var,
+            reason: format!("{v:?} is not a boolean"),
+        }),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError::Invalid {
+        var,
+        reason: format!("{v:?} is not a number"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<GithubConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        GithubConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn reads_the_mounted_secret_dir() {
+        let dir = std::env::temp_dir().join(format!("qms-github-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("webhook-secret"), "old-secret\nnew-secret\n").unwrap();
+        std::fs::write(dir.join("app-id"), "12345\n").unwrap();
+        std::fs::write(dir.join("private-key"), "-----BEGIN RSA PRIVATE KEY-----\n").unwrap();
+        let c = cfg(&[
+            ("QMS_GITHUB_SECRET_DIR", dir.to_str().unwrap()),
+            ("QMS_GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
+            ("QMS_GITHUB_TRUSTED_PERMISSION", "maintain"),
+            ("QMS_GITHUB_TRUSTED_TEAMS", "creo/qms-leads"),
+            ("QMS_GITHUB_WRITES_PER_MINUTE", "40"),
+        ])
+        .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(c.api_base_url, "https://ghe.example.com/api/v3");
+        assert_eq!(c.webhook_secrets.len(), 2);
+        assert_eq!(c.webhook_secrets[1].expose(), "new-secret");
+        assert!(matches!(
+            c.credentials,
+            Credentials::App { app_id: 12345, .. }
+        ));
+        assert_eq!(c.trusted_permission, Permission::Maintain);
+        assert_eq!(c.writes_per_minute, 40);
+        // Printing the whole config shows no secret.
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("old-secret") && !dbg.contains("BEGIN RSA"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn token_mode_and_defaults() {
+        let c = cfg(&[("QMS_GITHUB_TOKEN", "ghp_abc\n")]).unwrap();
+        match &c.credentials {
+            Credentials::Token(t) => assert_eq!(t.expose(), "ghp_abc"),
+            other => panic!("expected a token, got {other:?}"),
+        }
+        assert_eq!(c.api_base_url, DEFAULT_API_URL);
+        assert_eq!(c.writes_per_minute, 80);
+        assert!(!c.run_drafts);
+        assert!(!format!("{c:?}").contains("ghp_abc"));
+    }
+
+    #[test]
+    fn refuses_bad_values_without_echoing_secrets() {
+        assert!(cfg(&[("QMS_GITHUB_TRUSTED_PERMISSION", "god")]).is_err());
+        assert!(cfg(&[("QMS_GITHUB_WRITES_PER_MINUTE", "0")]).is_err());
+        assert!(cfg(&[("QMS_GITHUB_TRUSTED_TEAMS", "noslash")]).is_err());
+        let e = cfg(&[
+            ("QMS_GITHUB_APP_ID", "x"),
+            ("QMS_GITHUB_PRIVATE_KEY", "SECRETKEY"),
+        ])
+        .unwrap_err();
+        assert!(!e.to_string().contains("SECRETKEY"));
+    }
+
+    #[test]
+    fn permission_order() {
+        assert!(Permission::parse("admin") > Permission::parse("write"));
+        assert_eq!(Permission::parse("push"), Permission::Write);
+        assert_eq!(Permission::parse("weird"), Permission::None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Typed models of the parts of GitHub webhook payloads that qms-github uses.
+//!
+//! Only fields we read are modelled; everything else in the payload is ignored, so GitHub adding
+//! fields never breaks parsing. Parsing returns an error for a payload that lacks a field we need —
+//! never a panic.
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct User {
+    pub login: String,
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Repository {
+    #[serde(default)]
+    pub id: u64,
+    /// `owner/name`.
+    pub full_name: String,
+    pub name: String,
+    pub owner: User,
+    #[serde(default)]
+    pub fork: bool,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+pub struct Installation {
+    pub id: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct GitRef {
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub ref_: String,
+    /// `None` when the head repository was deleted.
+    #[serde(default)]
+    pub repo: Option<Repository>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct PullRequest {
+    pub number: u64,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub draft: bool,
+    pub head: GitRef,
+    pub base: GitRef,
+    pub user: User,
+    #[serde(default)]
+    pub html_url: String,
+}
+
+impl PullRequest {
+    /// A PR from another repository (a fork): its code is untrusted until someone trusted says so.
+    /// A deleted head repository counts as a fork (we cannot tell, so we do not trust it).
+    pub fn is_from_fork(&self) -> bool {
+        match (&self.head.repo, &self.base.repo) {
+            (Some(head), Some(base)) => {
+                !head.full_name.eq_ignore_ascii_case(&base.full_name)
+                    || (head.id != 0 && base.id != 0 && head.id != base.id)
+            }
+            _ => true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct PullRequestEvent {
+    pub action: String,
+    pub number: u64,
+    pub pull_request: PullRequest,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+    pub sender: User,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Issue {
+    pub number: u64,
+    /// Present only when the issue is a pull request.
+    #[serde(default)]
+    pub pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Comment {
+    pub id: u64,
+    #[serde(default)]
+    pub body: String,
+    pub user: User,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct IssueCommentEvent {
+    pub action: String,
+    pub issue: Issue,
+    pub comment: Comment,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+    pub sender: User,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct PullRequestRef {
+    pub number: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CheckRun {
+    pub id: i64,
+    pub name: String,
+    pub head_sha: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub pull_requests: Vec<PullRequestRef>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct RequestedAction {
+    pub identifier: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CheckRunEvent {
+    pub action: String,
+    pub check_run: CheckRun,
+    #[serde(default)]
+    pub requested_action: Option<RequestedAction>,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+    pub sender: User,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CheckSuite {
+    pub id: i64,
+    pub head_sha: String,
+    /// Empty for PRs from forks (GitHub only lists PRs of the same repository).
+    #[serde(default)]
+    pub pull_requests: Vec<PullRequestRef>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CheckSuiteEvent {
+    pub action: String,
+    pub check_suite: CheckSuite,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+    pub sender: User,
+}
+
+/// A parsed delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Ping,
+    PullRequest(Box<PullRequestEvent>),
+    IssueComment(Box<IssueCommentEvent>),
+    CheckRun(Box<CheckRunEvent>),
+    CheckSuite(Box<CheckSuiteEvent>),
+    /// An event type we do not handle (answered 202 "ignored").
+    Other(String),
+}
+
+impl Event {
+    pub fn installation(&self) -> Option<u64> {
+        match self {
+            Event::PullRequest(e) => e.installation.map(|i| i.id),
+            Event::IssueComment(e) => e.installation.map(|i| i.id),
+            Event::CheckRun(e) => e.installation.map(|i| i.id),
+            Event::CheckSuite(e) => e.installation.map(|i| i.id),
+            Event::Ping | Event::Other(_) => None,
+        }
+    }
+
+    pub fn repository(&self) -> Option<&Repository> {
+        match self {
+            Event::PullRequest(e) => Some(&e.repository),
+            Event::IssueComment(e) => Some(&e.repository),
+            Event::CheckRun(e) => Some(&e.repository),
+            Event::CheckSuite(e) => Some(&e.repository),
+            Event::Ping | Event::Other(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {event} payload: {message}")]
+pub struct ParseError {
+    pub event: String,
+    pub message: String,
+}
+
+/// Parses the JSON body of a delivery whose `X-GitHub-Event` is `event`.
+pub fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
+    fn typed<T: serde::de::DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, ParseError> {
+        serde_json::from_slice(body).map_err(|e| ParseError {
+            event: event.to_owned(),
+            // serde_json's message names the field and position, never echoes the payload.
+            message: e.to_string(),
+        })
+    }
+    Ok(match event {
+        "ping" => Event::Ping,
+        "pull_request" => Event::PullRequest(Box::new(typed(event, body)?)),
+        "issue_comment" => Event::IssueComment(Box::new(typed(event, body)?)),
+        "check_run" => Event::CheckRun(Box::new(typed(event, body)?)),
+        "check_suite" => Event::CheckSuite(Box::new(typed(event, body)?)),
+        other => Event::Other(other.chars().take(64).collect()),
+    })
+}

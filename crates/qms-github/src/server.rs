@@ -1,0 +1,525 @@
+//! `POST /webhooks/github`: size limit → signature → content type → parse → deduplicate →
+//! decide → store (with the delivery key) → answer.
+//!
+//! Order matters: the body is bounded before it is hashed (413 without hashing), and nothing
+//! parses it before the signature is verified (401). The answer is sent after the change is
+//! stored, well within GitHub's 10 s (a deadline answers 503 before that).
+//!
+//! Content types: `application/json` and `application/x-www-form-urlencoded` (GitHub's other
+//! choice, the JSON in the `payload` field; the signature covers the raw form body). Anything
+//! else is 415.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use crate::client::GithubClient;
+use crate::commands::{self, Command};
+use crate::config::GithubConfig;
+use crate::dedup::{Claim, Deliveries};
+use crate::events::{self, Event, PullRequest};
+use crate::intent::{self, ExternalId, Facts, Outcome};
+use crate::naming::{self, DeliveryKey};
+use crate::signature;
+use crate::store::{StoreError, WorkflowStore};
+
+pub const WEBHOOK_PATH: &str = "/webhooks/github";
+/// Answer before GitHub's 10 s timeout, even when the cluster or GitHub is slow.
+pub const DEADLINE: Duration = Duration::from_secs(8);
+/// Decide again this many times when the workflow changed under us (a burst of comments on one
+/// PR), with a short random pause so the writers do not collide again in lockstep.
+const CONFLICT_RETRIES: usize = 12;
+
+/// Counters the operator can export on /metrics.
+#[derive(Debug, Default)]
+pub struct WebhookMetrics {
+    pub received: AtomicU64,
+    pub too_large: AtomicU64,
+    /// HMAC computations (a 413 must not make one).
+    pub signature_checks: AtomicU64,
+    pub bad_signature: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub applied: AtomicU64,
+    pub ignored: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+struct Inner {
+    cfg: GithubConfig,
+    github: Arc<GithubClient>,
+    store: WorkflowStore,
+    deliveries: Deliveries,
+    metrics: WebhookMetrics,
+}
+
+#[derive(Clone)]
+pub struct WebhookState {
+    inner: Arc<Inner>,
+}
+
+impl WebhookState {
+    pub fn new(cfg: GithubConfig, github: Arc<GithubClient>, kube: kube::Client) -> Self {
+        let store = WorkflowStore::new(kube, &cfg.namespace);
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                github,
+                store,
+                deliveries: Deliveries::default(),
+                metrics: WebhookMetrics::default(),
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &WebhookMetrics {
+        &self.inner.metrics
+    }
+}
+
+/// The router to `.merge()` into the operator's HTTP server.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route(WEBHOOK_PATH, post(handle))
+        .with_state(state)
+}
+
+fn answer(code: StatusCode, status: &str, detail: &str) -> Response {
+    (
+        code,
+        axum::Json(json!({ "status": status, "detail": detail })),
+    )
+        .into_response()
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(State(state): State<WebhookState>, req: Request<Body>) -> Response {
+    let st = &state.inner;
+    let m = &st.metrics;
+    m.received.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
+    let limit = st.cfg.max_body_bytes;
+
+    // 1. Size, before reading more than the limit and before hashing.
+    let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        m.too_large.fetch_add(1, Ordering::Relaxed);
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "rejected",
+            "payload too large",
+        );
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            m.too_large.fetch_add(1, Ordering::Relaxed);
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "rejected",
+                "payload too large",
+            );
+        }
+    };
+
+    // 2. Signature over the raw bytes.
+    m.signature_checks.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = signature::verify(
+        &st.cfg.webhook_secrets,
+        header_str(&parts.headers, "x-hub-signature-256"),
+        &bytes,
+    ) {
+        m.bad_signature.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "webhook refused");
+        return answer(StatusCode::UNAUTHORIZED, "rejected", &e.to_string());
+    }
+
+    // 3. Content type.
+    let content_type = header_str(&parts.headers, header::CONTENT_TYPE.as_str())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json_body: Bytes = match content_type.as_str() {
+        "application/json" => bytes,
+        "application/x-www-form-urlencoded" => {
+            match form_urlencoded::parse(&bytes).find(|(k, _)| k == "payload") {
+                Some((_, v)) => Bytes::from(v.into_owned()),
+                None => {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        "rejected",
+                        "form body without a payload field",
+                    );
+                }
+            }
+        }
+        _ => {
+            return answer(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "rejected",
+                "content type must be application/json or application/x-www-form-urlencoded",
+            );
+        }
+    };
+
+    let Some(event_name) = header_str(&parts.headers, "x-github-event") else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "rejected",
+            "missing X-GitHub-Event",
+        );
+    };
+    let Some(delivery) = header_str(&parts.headers, "x-github-delivery") else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "rejected",
+            "missing X-GitHub-Delivery",
+        );
+    };
+    if event_name == "ping" {
+        return answer(StatusCode::OK, "pong", "webhook configured");
+    }
+    let key = DeliveryKey::new(
+        header_str(&parts.headers, "x-github-hook-installation-target-id"),
+        header_str(&parts.headers, "x-github-hook-id"),
+        delivery,
+    );
+
+    // 4. Parse (after the signature: unauthenticated input is never parsed).
+    let event = match events::parse(event_name, &json_body) {
+        Ok(e) => e,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, "rejected", &e.to_string()),
+    };
+    if let Event::Other(kind) = &event {
+        m.ignored.fetch_add(1, Ordering::Relaxed);
+        return answer(
+            StatusCode::ACCEPTED,
+            "ignored",
+            &format!("event {kind:?} is not handled"),
+        );
+    }
+
+    // 5. In-memory deduplication (the durable one is the annotation, checked in `process`).
+    let guard = match st.deliveries.claim(&key) {
+        Claim::New(g) => g,
+        Claim::InFlight | Claim::Done => {
+            m.duplicates.fetch_add(1, Ordering::Relaxed);
+            return answer(StatusCode::OK, "duplicate", "delivery already processed");
+        }
+    };
+    let result = tokio::time::timeout(DEADLINE, process(st, &event, &key)).await;
+    match result {
+        Ok(Ok(r)) => {
+            guard.done();
+            r
+        }
+        Ok(Err(e)) => {
+            m.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(delivery = key.as_str(), error = %e, "webhook not applied");
+            answer(StatusCode::SERVICE_UNAVAILABLE, "error", &e)
+        }
+        Err(_) => {
+            m.failed.fetch_add(1, Ordering::Relaxed);
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "error",
+                "timed out; redeliver to retry",
+            )
+        }
+    }
+}
+
+/// The workflow name(s) an event is about.
+enum Target {
+    Name(String),
+    Head { repository: String, sha: String },
+    None,
+}
+
+fn target(event: &Event, namespace: &str) -> Target {
+    match event {
+        Event::PullRequest(e) => {
+            Target::Name(naming::workflow_name(&e.repository.full_name, e.number))
+        }
+        Event::IssueComment(e) => Target::Name(naming::workflow_name(
+            &e.repository.full_name,
+            e.issue.number,
+        )),
+        Event::CheckRun(e) => match e
+            .check_run
+            .external_id
+            .as_deref()
+            .and_then(ExternalId::parse)
+        {
+            Some(ext) if ext.namespace == namespace => Target::Name(ext.name),
+            _ => Target::None,
+        },
+        Event::CheckSuite(e) => match e.check_suite.pull_requests.first() {
+            Some(pr) => Target::Name(naming::workflow_name(&e.repository.full_name, pr.number)),
+            None => Target::Head {
+                repository: e.repository.full_name.clone(),
+                sha: e.check_suite.head_sha.clone(),
+            },
+        },
+        Event::Ping | Event::Other(_) => Target::None,
+    }
+}
+
+/// Who must be trusted for this event to act, if anyone.
+fn actor(event: &Event, workflow_exists: bool) -> Option<String> {
+    match event {
+        Event::IssueComment(e)
+            if e.action == "created"
+                && e.issue.pull_request.is_some()
+                && e.comment.user.type_.as_deref() != Some("Bot")
+                && !commands::parse(&e.comment.body).is_empty() =>
+        {
+            Some(e.comment.user.login.clone())
+        }
+        Event::CheckRun(e) if e.action == "requested_action" => Some(e.sender.login.clone()),
+        // A fork PR by a trusted author runs without ok-to-test.
+        Event::PullRequest(e) if !workflow_exists && e.pull_request.is_from_fork() => {
+            Some(e.pull_request.user.login.clone())
+        }
+        _ => None,
+    }
+}
+
+async fn is_trusted(
+    st: &Inner,
+    inst: Option<u64>,
+    repo: &str,
+    login: &str,
+) -> Result<bool, String> {
+    if st
+        .cfg
+        .trusted_logins
+        .iter()
+        .any(|l| l.eq_ignore_ascii_case(login))
+    {
+        return Ok(true);
+    }
+    let perm = st
+        .github
+        .permission(inst, repo, login)
+        .await
+        .map_err(|e| format!("cannot check {login}'s permission: {e}"))?;
+    if perm >= st.cfg.trusted_permission {
+        return Ok(true);
+    }
+    for team in &st.cfg.trusted_teams {
+        if st
+            .github
+            .is_team_member(inst, team, login)
+            .await
+            .map_err(|e| format!("cannot check team {team}: {e}"))?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Response, String> {
+    let m = &st.metrics;
+    let repo = event
+        .repository()
+        .map(|r| r.full_name.clone())
+        .unwrap_or_default();
+    let inst = event.installation();
+    if let Some(i) = inst {
+        st.github.remember_installation(&repo, i);
+    }
+    let err = |e: StoreError| e.to_string();
+    for attempt in 0..CONFLICT_RETRIES {
+        if attempt > 0 {
+            let pause = 5 + rand::random::<u64>() % (10 * attempt as u64);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        let workflow = match target(event, &st.cfg.namespace) {
+            Target::Name(name) => st.store.get(&name).await.map_err(err)?,
+            Target::Head { repository, sha } => st
+                .store
+                .find_by_head(&repository, &sha)
+                .await
+                .map_err(err)?,
+            Target::None => None,
+        };
+        if let Some(wf) = &workflow
+            && naming::recorded_deliveries(wf.metadata.annotations.as_ref())
+                .iter()
+                .any(|k| k == key.as_str())
+        {
+            m.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(answer(
+                StatusCode::OK,
+                "duplicate",
+                "delivery already applied",
+            ));
+        }
+        let templates = st.store.templates().await.map_err(err)?;
+        let template = match &workflow {
+            Some(wf) => templates
+                .iter()
+                .find(|t| t.metadata.name.as_deref() == Some(wf.spec.template_ref.name.as_str())),
+            None => intent::select_template(&templates, &repo),
+        };
+        let trusted = match actor(event, workflow.is_some()) {
+            Some(login) => Some(is_trusted(st, inst, &repo, &login).await?),
+            None => None,
+        };
+        let pull_request: Option<PullRequest> = match event {
+            Event::IssueComment(e)
+                if workflow.is_none()
+                    && trusted == Some(true)
+                    && commands::parse(&e.comment.body).contains(&Ok(Command::OkToTest)) =>
+            {
+                Some(
+                    st.github
+                        .pull_request(inst, &repo, e.issue.number)
+                        .await
+                        .map_err(|e| format!("cannot read the pull request: {e}"))?,
+                )
+            }
+            _ => None,
+        };
+        let facts = Facts {
+            now: st.github.now(),
+            namespace: &st.cfg.namespace,
+            run_drafts: st.cfg.run_drafts,
+            delivery: key,
+            workflow: workflow.as_ref(),
+            template,
+            trusted,
+            pull_request: pull_request.as_ref(),
+        };
+        let outcome = intent::decide(event, &facts);
+        let pr_number = pr_number(event, workflow.as_ref());
+        match outcome {
+            Outcome::Ignore(reason) => {
+                m.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(delivery = key.as_str(), %reason, "ignored");
+                return Ok(answer(StatusCode::ACCEPTED, "ignored", &reason));
+            }
+            Outcome::Retry(reason) => return Err(reason),
+            Outcome::Reply(text) => {
+                if let Some(n) = pr_number {
+                    reply(st, inst, &repo, n, &text).await;
+                }
+                return Ok(answer(StatusCode::OK, "replied", &text));
+            }
+            Outcome::ForkPending {
+                repository,
+                pull_request,
+                head_sha,
+            } => {
+                fork_pending(st, inst, &repository, pull_request, &head_sha).await?;
+                return Ok(answer(
+                    StatusCode::ACCEPTED,
+                    "waiting",
+                    "pull request from a fork: waiting for a trusted `/qms ok-to-test`",
+                ));
+            }
+            Outcome::Apply {
+                change,
+                reply: text,
+                note,
+            } => {
+                match st.store.apply(workflow.as_ref(), &change, key).await {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+                m.applied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(delivery = key.as_str(), %note, "applied");
+                if let (Some(text), Some(n)) = (text, pr_number) {
+                    reply(st, inst, &repo, n, &text).await;
+                }
+                return Ok(answer(StatusCode::OK, "applied", &note));
+            }
+        }
+    }
+    Err("the workflow kept changing concurrently; redeliver to retry".into())
+}
+
+fn pr_number(event: &Event, wf: Option<&qms_api::QmsWorkflow>) -> Option<u64> {
+    match event {
+        Event::PullRequest(e) => Some(e.number),
+        Event::IssueComment(e) => Some(e.issue.number),
+        _ => wf.map(|w| w.spec.pull_request),
+    }
+}
+
+/// Replies are best effort: the change (if any) is stored already; a failed reply is logged.
+async fn reply(st: &Inner, inst: Option<u64>, repo: &str, pr: u64, text: &str) {
+    if let Err(e) = st.github.create_comment(inst, repo, pr, text).await {
+        tracing::warn!(%repo, pr, error = %e, "could not post the reply comment");
+    }
+}
+
+/// Shows a fork PR as waiting: check run `QMS`, conclusion `action_required`, once per SHA.
+async fn fork_pending(
+    st: &Inner,
+    inst: Option<u64>,
+    repo: &str,
+    pr: u64,
+    sha: &str,
+) -> Result<(), String> {
+    let external_id = format!("qms-fork-pending:{repo}#{pr}");
+    let existing = st
+        .github
+        .list_check_runs(inst, repo, sha, "QMS")
+        .await
+        .map_err(|e| format!("cannot list check runs: {e}"))?;
+    if existing
+        .iter()
+        .any(|c| c.external_id.as_deref() == Some(external_id.as_str()))
+    {
+        return Ok(());
+    }
+    let now = st
+        .github
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let base = st.cfg.api_base_url.as_str();
+    // The PR page is the natural place for the details: that is where `/qms ok-to-test` goes.
+    let web = if base == crate::config::DEFAULT_API_URL {
+        "https://github.com".to_owned()
+    } else {
+        base.trim_end_matches("/api/v3").to_owned()
+    };
+    let body = json!({
+        "name": "QMS",
+        "head_sha": sha,
+        "external_id": external_id,
+        "status": "completed",
+        "conclusion": "action_required",
+        "completed_at": now,
+        "details_url": format!("{web}/{repo}/pull/{pr}"),
+        "output": {
+            "title": "Waiting for /qms ok-to-test",
+            "summary": "This pull request comes from a fork, so the QMS review does not run its agents \
+                        until a trusted member of the repository checks the changes and comments \
+                        `/qms ok-to-test` on the pull request.",
+        },
+    });
+    st.github
+        .create_check_run(inst, repo, &body)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot create the waiting check run: {e}"))
+}

@@ -1,0 +1,224 @@
+//! The Kubernetes side: read workflows and templates, write the change a delivery asks for
+//! together with its delivery key, and store the synced check runs in status.
+//!
+//! Every spec change is one JSON patch that starts with a `test` of the resourceVersion it was
+//! decided on: a concurrent change (another delivery, kubectl, the operator's finalizer) makes it
+//! fail with a conflict instead of overwriting, and the server decides again on the new object.
+
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use qms_api::{CheckRunRef, QmsWorkflow, WorkflowTemplate};
+use serde_json::{Value, json};
+
+use crate::intent::Change;
+use crate::naming::{self, DeliveryKey};
+
+/// Field manager of everything qms-github writes (the operator writes status as `qms-operator`).
+pub const FIELD_MANAGER: &str = "qms-github";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object changed (or appeared/disappeared) since it was read: decide again.
+    #[error("the workflow changed concurrently")]
+    Conflict,
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot build the patch: {0}")]
+    Patch(String),
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[derive(Clone)]
+pub struct WorkflowStore {
+    workflows: Api<QmsWorkflow>,
+    templates: Api<WorkflowTemplate>,
+}
+
+impl WorkflowStore {
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self {
+            workflows: Api::namespaced(client.clone(), namespace),
+            templates: Api::namespaced(client, namespace),
+        }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<QmsWorkflow>, StoreError> {
+        Ok(self.workflows.get_opt(name).await?)
+    }
+
+    /// The workflow of `repository` reviewing `sha` (check suites of fork PRs name no PR number).
+    pub async fn find_by_head(
+        &self,
+        repository: &str,
+        sha: &str,
+    ) -> Result<Option<QmsWorkflow>, StoreError> {
+        let selector = format!(
+            "{}={}",
+            naming::LABEL_REPOSITORY,
+            naming::repository_hash(repository)
+        );
+        let list = self
+            .workflows
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        Ok(list.items.into_iter().find(|w| w.spec.head_sha == sha))
+    }
+
+    pub async fn templates(&self) -> Result<Vec<WorkflowTemplate>, StoreError> {
+        Ok(self.templates.list(&ListParams::default()).await?.items)
+    }
+
+    pub async fn template(&self, name: &str) -> Result<Option<WorkflowTemplate>, StoreError> {
+        Ok(self.templates.get_opt(name).await?)
+    }
+
+    /// Stores `change` decided on `current`, recording `key` in the same write.
+    pub async fn apply(
+        &self,
+        current: Option<&QmsWorkflow>,
+        change: &Change,
+        key: &DeliveryKey,
+    ) -> Result<(), StoreError> {
+        match change {
+            Change::Create(wf) => match self.workflows.create(&PostParams::default(), wf).await {
+                Ok(_) => Ok(()),
+                // Someone created it since we looked: decide again on what is there.
+                Err(e) if is_status(&e, 409) => Err(StoreError::Conflict),
+                Err(e) => Err(e.into()),
+            },
+            Change::UpdateSpec(spec) => {
+                let Some(cur) = current else {
+                    return Err(StoreError::Conflict);
+                };
+                let ops = spec_patch(cur, spec, key)?;
+                let patch: json_patch::Patch =
+                    serde_json::from_value(ops).map_err(|e| StoreError::Patch(e.to_string()))?;
+                let name = cur.metadata.name.as_deref().unwrap_or_default();
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                };
+                match self
+                    .workflows
+                    .patch(name, &params, &Patch::Json::<()>(patch))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // A failed `test` (resourceVersion moved) is 422 on a real API server; 409
+                    // covers servers that report it as a conflict; 404 = deleted meanwhile.
+                    Err(e) if is_status(&e, 409) || is_status(&e, 422) || is_status(&e, 404) => {
+                        Err(StoreError::Conflict)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Change::Delete => {
+                let Some(cur) = current else { return Ok(()) };
+                let name = cur.metadata.name.as_deref().unwrap_or_default();
+                match self
+                    .workflows
+                    .delete(name, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_status(&e, 404) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Writes `status.checkRuns` and `status.dispatches` with server-side apply as field manager
+    /// `qms-github`, so the operator's own status apply (manager `qms-operator`) never fights it.
+    pub async fn store_check_runs(
+        &self,
+        wf: &QmsWorkflow,
+        check_runs: &[CheckRunRef],
+        dispatches: &[String],
+    ) -> Result<(), StoreError> {
+        let name = wf.metadata.name.as_deref().unwrap_or_default();
+        let body = json!({
+            "apiVersion": "qms.creo.dev/v1",
+            "kind": "QmsWorkflow",
+            "metadata": { "name": name },
+            "status": { "checkRuns": check_runs, "dispatches": dispatches },
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.workflows
+            .patch_status(name, &params, &Patch::Apply(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes qms-github's finalizer (guarded by resourceVersion; a conflict is retried by the
+    /// next reconcile).
+    pub async fn remove_finalizer(&self, wf: &QmsWorkflow) -> Result<(), StoreError> {
+        let finalizers = wf.metadata.finalizers.clone().unwrap_or_default();
+        let Some(i) = finalizers.iter().position(|f| f == naming::FINALIZER) else {
+            return Ok(());
+        };
+        let ops = json!([
+            { "op": "test", "path": format!("/metadata/finalizers/{i}"), "value": naming::FINALIZER },
+            { "op": "remove", "path": format!("/metadata/finalizers/{i}") },
+        ]);
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops).map_err(|e| StoreError::Patch(e.to_string()))?;
+        let name = wf.metadata.name.as_deref().unwrap_or_default();
+        match self
+            .workflows
+            .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_status(&e, 422) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// JSON patch: test resourceVersion, set each spec field that differs, record the delivery.
+pub fn spec_patch(
+    cur: &QmsWorkflow,
+    spec: &qms_api::QmsWorkflowSpec,
+    key: &DeliveryKey,
+) -> Result<Value, StoreError> {
+    let rv = cur
+        .metadata
+        .resource_version
+        .clone()
+        .ok_or_else(|| StoreError::Patch("the workflow has no resourceVersion".into()))?;
+    let old = serde_json::to_value(&cur.spec).map_err(|e| StoreError::Patch(e.to_string()))?;
+    let new = serde_json::to_value(spec).map_err(|e| StoreError::Patch(e.to_string()))?;
+    let mut ops = vec![json!({ "op": "test", "path": "/metadata/resourceVersion", "value": rv })];
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
+        for (field, value) in new {
+            if old.get(field) != Some(value) {
+                ops.push(json!({ "op": "add", "path": format!("/spec/{field}"), "value": value }));
+            }
+        }
+        for field in old.keys().filter(|f| !new.contains_key(*f)) {
+            ops.push(json!({ "op": "remove", "path": format!("/spec/{field}") }));
+        }
+    }
+    let ring = naming::push_delivery(
+        naming::recorded_deliveries(cur.metadata.annotations.as_ref()),
+        key,
+    );
+    if cur.metadata.annotations.is_some() {
+        ops.push(json!({
+            "op": "add",
+            "path": format!("/metadata/annotations/{}", naming::ANNOTATION_DELIVERIES.replace('~', "~0").replace('/', "~1")),
+            "value": ring,
+        }));
+    } else {
+        ops.push(json!({
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": { naming::ANNOTATION_DELIVERIES: ring },
+        }));
+    }
+    Ok(Value::Array(ops))
+}
