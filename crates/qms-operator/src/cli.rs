@@ -1,0 +1,140 @@
+//! Command line: `crds`, `run`, `dev`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Settings, SettingsArgs};
+
+#[derive(Parser)]
+#[command(name = "qms-operator", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "QMS_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print the four CustomResourceDefinitions as a YAML stream, or write one file per kind.
+    Crds {
+        /// Write `<plural>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster config).
+    Run {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Start an in-process API server (kube-sim) with the CRDs and examples and run the operator
+    /// against it: a complete local playground, no cluster needed.
+    Dev(crate::dev::DevArgs),
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,kube=warn,kube_runtime=warn,kube_sim=warn,kube_sim_kubelet=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { out_dir } => match print_or_write_crds(out_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qms-operator: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { settings } => {
+            let settings = match Settings::load(&settings) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("qms-operator: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(cli.log_format);
+            runtime().block_on(run(settings))
+        }
+        Command::Dev(args) => {
+            init_tracing(cli.log_format);
+            runtime().block_on(crate::dev::run(args))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("qms-operator: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qms-operator: no usable kubeconfig or in-cluster config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut handle = match crate::start(client, settings, crate::Http::On { extra: None }).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("qms-operator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping");
+            handle.stop().await;
+            ExitCode::SUCCESS
+        }
+        _ = handle.wait() => {
+            eprintln!("qms-operator: a controller task stopped unexpectedly");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_or_write_crds(out_dir: Option<&std::path::Path>) -> Result<(), String> {
+    let Some(dir) = out_dir else {
+        let yaml = qms_api::crds::all_yaml().map_err(|e| format!("cannot render the CRDs: {e}"))?;
+        print!("{yaml}");
+        return Ok(());
+    };
+    for (file, crd) in qms_api::crds::all() {
+        let yaml =
+            qms_api::crds::to_yaml(&crd).map_err(|e| format!("cannot render {file}: {e}"))?;
+        let path = dir.join(file);
+        std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

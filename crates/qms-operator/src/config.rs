@@ -1,0 +1,454 @@
+//! Operator settings: defaults < `--config FILE` (the orchestrator file of spec §7.1) < environment
+//! variables and flags.
+//!
+//! Only the §7.1 settings that still mean something on Kubernetes are accepted; the rest of that
+//! file (`event_bus`, `state_manager`, ...) has no counterpart here — state lives in `.status` and
+//! events are watches — so such a key stops start-up with a message naming it, like any unknown key
+//! or bad value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qms_api::KubeDuration;
+use qms_engine::EngineConfig;
+use serde::Deserialize;
+
+/// The config file: `orchestrator:` with the sections of spec §7.1 that apply on Kubernetes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub orchestrator: OrchestratorFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorFile {
+    /// Informational (shown in logs).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub agent_registry: AgentRegistryFile,
+    #[serde(default)]
+    pub workflow_engine: WorkflowEngineFile,
+    #[serde(default)]
+    pub quality_gates: QualityGatesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRegistryFile {
+    /// How often agent status (running tasks, recent failures, Healthy) is recomputed even when no
+    /// Job changed (failures age out of the health window).
+    #[serde(default)]
+    pub health_check_interval: Option<KubeDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowEngineFile {
+    #[serde(default)]
+    pub max_concurrent_workflows: Option<u32>,
+    #[serde(default)]
+    pub default_timeout: Option<KubeDuration>,
+    #[serde(default)]
+    pub retry_exponential_base: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityGatesFile {
+    /// Gates are always evaluated together once a step's agents finished; accepted for
+    /// compatibility with the §7.1 file, `false` is refused.
+    #[serde(default)]
+    pub parallel_execution: Option<bool>,
+    #[serde(default)]
+    pub timeout_buffer: Option<KubeDuration>,
+    #[serde(default)]
+    pub escalation_threshold: Option<KubeDuration>,
+}
+
+/// Overrides from flags / environment (clap `env`); `None` = not given.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct SettingsArgs {
+    /// Orchestrator settings file (YAML, spec §7.1 `orchestrator:` section).
+    #[arg(long, env = "QMS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Namespace to reconcile in (repeatable); all namespaces when none is given.
+    #[arg(
+        long = "namespace",
+        short = 'n',
+        env = "QMS_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// Address of the HTTP server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "QMS_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// At most this many workflows run at once; the rest wait in INITIALIZED (Queued).
+    #[arg(long, env = "QMS_MAX_CONCURRENT_WORKFLOWS")]
+    pub max_concurrent_workflows: Option<u32>,
+    /// Step timeout when neither the step nor the agent sets one (e.g. 1800s).
+    #[arg(long, env = "QMS_DEFAULT_TIMEOUT")]
+    pub default_timeout: Option<String>,
+    /// Growth factor of retry backoff for steps without a retry policy.
+    #[arg(long, env = "QMS_RETRY_EXPONENTIAL_BASE")]
+    pub retry_exponential_base: Option<f64>,
+    /// Extra time gates get after a step's timeout (e.g. 30s).
+    #[arg(long, env = "QMS_GATE_TIMEOUT_BUFFER")]
+    pub gate_timeout_buffer: Option<String>,
+    /// Escalate a gate that is still undecided after this long when the gate sets no threshold.
+    #[arg(long, env = "QMS_ESCALATION_THRESHOLD")]
+    pub escalation_threshold: Option<String>,
+    /// How often agent status is recomputed without a Job change (e.g. 10s).
+    #[arg(long, env = "QMS_HEALTH_CHECK_INTERVAL")]
+    pub health_check_interval: Option<String>,
+    /// Workflows reconciled at the same time (kube-rs has no client rate limiter: this bounds the
+    /// API request rate of the operator).
+    #[arg(long, env = "QMS_WORKFLOW_CONCURRENCY")]
+    pub workflow_concurrency: Option<u16>,
+    /// Templates/gates/agents reconciled at the same time.
+    #[arg(long, env = "QMS_CATALOG_CONCURRENCY")]
+    pub catalog_concurrency: Option<u16>,
+    /// Largest agent result accepted, in bytes.
+    #[arg(long, env = "QMS_MAX_RESULT_BYTES")]
+    pub max_result_bytes: Option<usize>,
+}
+
+/// The validated settings the operator runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub namespaces: Vec<String>,
+    pub http_addr: SocketAddr,
+    pub max_concurrent_workflows: u32,
+    pub engine: EngineConfig,
+    pub escalation_threshold: Duration,
+    pub health_check_interval: Duration,
+    pub workflow_concurrency: u16,
+    pub catalog_concurrency: u16,
+    /// Name shown in logs (from the config file).
+    pub name: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_concurrent_workflows: 50,
+            engine: EngineConfig::default(),
+            escalation_threshold: Duration::from_secs(600),
+            health_check_interval: Duration::from_secs(10),
+            // 8 concurrent reconciles × a handful of requests each stays far below what an API
+            // server serves, and bounds the burst a full re-list causes after a restart.
+            workflow_concurrency: 8,
+            catalog_concurrency: 2,
+            name: "qms-operator".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Parses the config file text (YAML). Unknown keys are refused with their name.
+pub fn parse_file(path: &str, text: &str) -> Result<FileConfig, ConfigError> {
+    serde_saphyr::from_str::<FileConfig>(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = KubeDuration::parse(value)
+        .and_then(|d| d.to_std())
+        .map_err(|e| invalid(key, e.to_string()))?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    Ok(d)
+}
+
+impl Settings {
+    /// Reads `--config` (if any) and applies the flag/env overrides.
+    pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                parse_file(&path.display().to_string(), &text)?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_parts(&file, args)
+    }
+
+    pub fn from_parts(file: &FileConfig, args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let mut s = Settings::default();
+        let o = &file.orchestrator;
+        if let Some(name) = &o.name {
+            s.name = name.clone();
+        }
+        // File values first (key names as in the file), then flags/env (key names as flags).
+        let we = &o.workflow_engine;
+        if let Some(n) = we.max_concurrent_workflows {
+            s.max_concurrent_workflows = n;
+            check_max_concurrent("orchestrator.workflow_engine.max_concurrent_workflows", n)?;
+        }
+        if let Some(d) = &we.default_timeout {
+            s.engine.default_timeout =
+                duration("orchestrator.workflow_engine.default_timeout", d.as_str())?;
+        }
+        if let Some(b) = we.retry_exponential_base {
+            check_base("orchestrator.workflow_engine.retry_exponential_base", b)?;
+            s.engine.retry_base = b;
+        }
+        let qg = &o.quality_gates;
+        if qg.parallel_execution == Some(false) {
+            return Err(invalid(
+                "orchestrator.quality_gates.parallel_execution",
+                "only `true` is supported: a step's gates are evaluated together",
+            ));
+        }
+        if let Some(d) = &qg.timeout_buffer {
+            s.engine.gate_timeout_buffer =
+                duration("orchestrator.quality_gates.timeout_buffer", d.as_str())?;
+        }
+        if let Some(d) = &qg.escalation_threshold {
+            s.escalation_threshold = duration(
+                "orchestrator.quality_gates.escalation_threshold",
+                d.as_str(),
+            )?;
+        }
+        if let Some(d) = &o.agent_registry.health_check_interval {
+            s.health_check_interval = duration(
+                "orchestrator.agent_registry.health_check_interval",
+                d.as_str(),
+            )?;
+        }
+
+        if !args.namespaces.is_empty() {
+            let mut ns: Vec<String> = args
+                .namespaces
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect();
+            ns.sort();
+            ns.dedup();
+            s.namespaces = ns;
+        }
+        if let Some(a) = args.http_addr {
+            s.http_addr = a;
+        }
+        if let Some(n) = args.max_concurrent_workflows {
+            check_max_concurrent("--max-concurrent-workflows", n)?;
+            s.max_concurrent_workflows = n;
+        }
+        if let Some(d) = &args.default_timeout {
+            s.engine.default_timeout = duration("--default-timeout", d)?;
+        }
+        if let Some(b) = args.retry_exponential_base {
+            check_base("--retry-exponential-base", b)?;
+            s.engine.retry_base = b;
+        }
+        if let Some(d) = &args.gate_timeout_buffer {
+            s.engine.gate_timeout_buffer = duration("--gate-timeout-buffer", d)?;
+        }
+        if let Some(d) = &args.escalation_threshold {
+            s.escalation_threshold = duration("--escalation-threshold", d)?;
+        }
+        if let Some(d) = &args.health_check_interval {
+            s.health_check_interval = duration("--health-check-interval", d)?;
+        }
+        if let Some(c) = args.workflow_concurrency {
+            if c == 0 {
+                return Err(invalid("--workflow-concurrency", "must be at least 1"));
+            }
+            s.workflow_concurrency = c;
+        }
+        if let Some(c) = args.catalog_concurrency {
+            if c == 0 {
+                return Err(invalid("--catalog-concurrency", "must be at least 1"));
+            }
+            s.catalog_concurrency = c;
+        }
+        if let Some(b) = args.max_result_bytes {
+            if !(1024..=1024 * 1024).contains(&b) {
+                return Err(invalid(
+                    "--max-result-bytes",
+                    "must be between 1024 and 1048576",
+                ));
+            }
+            s.engine.max_result_bytes = b;
+        }
+        Ok(s)
+    }
+}
+
+fn check_max_concurrent(key: &str, n: u32) -> Result<(), ConfigError> {
+    if n == 0 || n > 100_000 {
+        return Err(invalid(
+            key,
+            format!("must be between 1 and 100000, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_base(key: &str, b: f64) -> Result<(), ConfigError> {
+    if !b.is_finite() || !(1.0..=10.0).contains(&b) {
+        return Err(invalid(key, format!("must be between 1 and 10, got {b}")));
+    }
+    Ok(())
+}
+
+/// Reads a path given on the command line relative to the working directory (for messages).
+pub fn display_path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        let file = parse_file("test.yaml", text)?;
+        Settings::from_parts(&file, &SettingsArgs::default())
+    }
+
+    #[test]
+    fn spec_section_7_1_settings_are_read() {
+        let s = load(
+            r#"
+orchestrator:
+  name: "QMS Process Orchestrator"
+  version: "2.3.0"
+  environment: "production"
+  agent_registry:
+    health_check_interval: 10s
+  workflow_engine:
+    max_concurrent_workflows: 50
+    default_timeout: 1800s
+    retry_exponential_base: 2
+  quality_gates:
+    parallel_execution: true
+    timeout_buffer: 30s
+    escalation_threshold: 600s
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.max_concurrent_workflows, 50);
+        assert_eq!(s.engine.default_timeout, Duration::from_secs(1800));
+        assert_eq!(s.engine.retry_base, 2.0);
+        assert_eq!(s.engine.gate_timeout_buffer, Duration::from_secs(30));
+        assert_eq!(s.escalation_threshold, Duration::from_secs(600));
+        assert_eq!(s.health_check_interval, Duration::from_secs(10));
+        assert_eq!(s.name, "QMS Process Orchestrator");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = load("orchestrator:\n  workflow_engine:\n    max_concurent_workflows: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_concurent_workflows"), "{e}");
+        let e = load("orchestrator:\n  event_bus:\n    type: redis\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("event_bus"), "{e}");
+        let e = load("workflow_engine: {}\n").unwrap_err().to_string();
+        assert!(e.contains("workflow_engine"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let e = load("orchestrator:\n  workflow_engine:\n    default_timeout: 30 minutes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("orchestrator.workflow_engine.default_timeout:"),
+            "{e}"
+        );
+        let e = load("orchestrator:\n  workflow_engine:\n    max_concurrent_workflows: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("orchestrator.workflow_engine.max_concurrent_workflows:"),
+            "{e}"
+        );
+        let e = load("orchestrator:\n  workflow_engine:\n    retry_exponential_base: 50\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retry_exponential_base"), "{e}");
+        let e = load("orchestrator:\n  quality_gates:\n    timeout_buffer: 0s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timeout_buffer"), "{e}");
+        // a wrong type is a parse error that names the key
+        let e = load("orchestrator:\n  workflow_engine:\n    max_concurrent_workflows: many\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_concurrent_workflows") || e.contains("many"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse_file(
+            "f",
+            "orchestrator:\n  workflow_engine:\n    max_concurrent_workflows: 5\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            max_concurrent_workflows: Some(7),
+            namespaces: vec!["b".into(), "a".into(), "b".into()],
+            default_timeout: Some("90s".into()),
+            ..SettingsArgs::default()
+        };
+        let s = Settings::from_parts(&file, &args).unwrap();
+        assert_eq!(s.max_concurrent_workflows, 7);
+        assert_eq!(s.namespaces, ["a", "b"]);
+        assert_eq!(s.engine.default_timeout, Duration::from_secs(90));
+        let bad = SettingsArgs {
+            default_timeout: Some("soon".into()),
+            ..SettingsArgs::default()
+        };
+        let e = Settings::from_parts(&file, &bad).unwrap_err().to_string();
+        assert!(e.starts_with("--default-timeout:"), "{e}");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let s = load("").unwrap();
+        assert_eq!(s.max_concurrent_workflows, 50);
+        let s = load("orchestrator: {}\n").unwrap();
+        assert_eq!(s.workflow_concurrency, 8);
+    }
+}

@@ -1,0 +1,222 @@
+//! Shared state of the controllers: the caches (one reflector per kind and namespace scope), the
+//! trigger channels into the controllers, and the bookkeeping that closes the gap between a
+//! write and the moment the cache shows it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use qms_api::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::observe;
+
+/// Locks a std mutex, recovering the data if a panicking thread poisoned it (the data are caches
+/// of derived facts, always safe to keep using).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Stores {
+    pub workflows: Store<QmsWorkflow>,
+    pub templates: Store<WorkflowTemplate>,
+    pub gates: Store<QualityGate>,
+    pub agents: Store<Agent>,
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+}
+
+pub struct Triggers {
+    pub workflows: UnboundedSender<ObjectRef<QmsWorkflow>>,
+    pub templates: UnboundedSender<ObjectRef<WorkflowTemplate>>,
+    pub gates: UnboundedSender<ObjectRef<QualityGate>>,
+    pub agents: UnboundedSender<ObjectRef<Agent>>,
+}
+
+/// The kinds cached per scope (for readiness).
+pub const KINDS: usize = 6;
+
+/// One namespace (or all namespaces): its caches and the triggers of its controllers.
+pub struct Scope {
+    pub namespace: Option<String>,
+    pub stores: Stores,
+    pub triggers: Triggers,
+    /// Set when the initial list of each kind is in the cache.
+    pub synced: [AtomicBool; KINDS],
+}
+
+impl Scope {
+    pub fn is_synced(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+
+    pub fn covers(&self, namespace: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|n| n == namespace)
+    }
+
+    pub fn trigger_workflow(&self, wf: &QmsWorkflow) {
+        let _ = self
+            .triggers
+            .workflows
+            .unbounded_send(ObjectRef::from_obj(wf));
+    }
+}
+
+/// A Job created by the operator that the cache may not show yet.
+#[derive(Clone, Debug)]
+pub struct ExpectedJob {
+    pub namespace: String,
+    pub workflow_uid: String,
+    pub agent: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub at: Instant,
+}
+
+/// How long an expectation is kept at most (the cache shows a created Job long before).
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+pub struct Shared {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub scopes: Vec<Arc<Scope>>,
+    /// Held from observing to the end of the Job actions of one workflow reconcile, so that two
+    /// workflows never both take the last free slot or the last free place of an agent.
+    pub decide_lock: tokio::sync::Mutex<()>,
+    /// Workflows given a slot whose status write is not in the cache yet (uid → when).
+    pub admitted: Mutex<HashMap<String, Instant>>,
+    /// Jobs created but not yet in the cache, by (namespace, name).
+    pub expected_jobs: Mutex<HashMap<(String, String), ExpectedJob>>,
+    /// Workflow uid → the resourceVersion we based our last status write on: seeing it again in the
+    /// cache means the cache is behind our own write.
+    pub stale_versions: Mutex<HashMap<String, String>>,
+    /// Consecutive failures per object key (for the error backoff).
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// Signals cache readiness changes (see [`Shared::wait_ready`]).
+    pub ready_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn ready(&self) -> bool {
+        self.scopes.iter().all(|s| s.is_synced())
+    }
+
+    /// Waits until every cache holds its initial list (a reconcile before that could mistake a
+    /// not-yet-listed Job for a lost one).
+    ///
+    /// Not `Store::wait_until_ready`: in kube-runtime 5 that future keeps only the waker of the
+    /// last task that polled it (a oneshot receiver behind a mutex), so with several waiters — the
+    /// controller's applier and our reconciles — some are never woken.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready_tx.subscribe();
+        let _ = rx.wait_for(|_| self.ready()).await;
+    }
+
+    /// Called by a reflector when its kind listed for the first time.
+    pub fn mark_synced(&self, scope: &Scope, index: usize) {
+        scope.synced[index].store(true, Ordering::Release);
+        self.ready_tx.send_replace(self.ready());
+    }
+
+    pub fn scope_for(&self, namespace: &str) -> Option<&Arc<Scope>> {
+        self.scopes.iter().find(|s| s.covers(namespace))
+    }
+
+    pub fn all_workflows(&self) -> Vec<Arc<QmsWorkflow>> {
+        self.scopes
+            .iter()
+            .flat_map(|s| s.stores.workflows.state())
+            .collect()
+    }
+
+    /// Re-triggers every workflow waiting for a slot (a slot was freed).
+    pub fn trigger_waiting(&self) {
+        for scope in &self.scopes {
+            for wf in scope.stores.workflows.state() {
+                if observe::waits_for_slot(&wf) {
+                    scope.trigger_workflow(&wf);
+                }
+            }
+        }
+    }
+
+    /// Re-triggers the workflows of `namespace` that may be waiting for a free place of an agent.
+    pub fn trigger_capacity_waiters(&self, namespace: &str) {
+        let Some(scope) = self.scope_for(namespace) else {
+            return;
+        };
+        for wf in scope.stores.workflows.state() {
+            if wf.namespace().as_deref() == Some(namespace) && may_wait_for_agent(&wf) {
+                scope.trigger_workflow(&wf);
+            }
+        }
+    }
+
+    /// Admitted workflows, pruning those the cache now shows as started (or that are too old).
+    pub fn admitted_uids(&self) -> HashSet<String> {
+        let all = self.all_workflows();
+        let mut admitted = lock(&self.admitted);
+        admitted.retain(|uid, at| {
+            at.elapsed() < EXPECTATION_TTL
+                && all
+                    .iter()
+                    .any(|w| w.uid().as_deref() == Some(uid) && observe::waits_for_slot(w))
+        });
+        admitted.keys().cloned().collect()
+    }
+
+    /// Jobs created by us for `agent`s of `namespace` that the cache does not show yet; prunes
+    /// expectations the cache has caught up with.
+    pub fn in_flight(&self, namespace: &str, jobs: &Store<Job>) -> HashMap<String, u32> {
+        let mut expected = lock(&self.expected_jobs);
+        expected.retain(|(ns, name), e| {
+            e.at.elapsed() < EXPECTATION_TTL && jobs.get(&ObjectRef::new(name).within(ns)).is_none()
+        });
+        let mut out = HashMap::new();
+        for e in expected.values().filter(|e| e.namespace == namespace) {
+            *out.entry(e.agent.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// The expected (created, not yet cached) Jobs of one workflow.
+    pub fn expected_for(&self, workflow_uid: &str) -> Vec<(String, ExpectedJob)> {
+        lock(&self.expected_jobs)
+            .iter()
+            .filter(|(_, e)| e.workflow_uid == workflow_uid)
+            .map(|((_, name), e)| (name.clone(), e.clone()))
+            .collect()
+    }
+}
+
+/// Could this workflow be waiting for an agent's free capacity? Started, not finished, and not
+/// merely waiting for a person.
+pub fn may_wait_for_agent(wf: &QmsWorkflow) -> bool {
+    if !observe::occupies_slot(wf) {
+        return false;
+    }
+    let Some(status) = &wf.status else {
+        return false;
+    };
+    let current = status.current_step.as_deref();
+    status
+        .steps
+        .iter()
+        .filter(|s| current.is_none_or(|c| c == s.name))
+        .any(|s| {
+            use qms_api::{StepPhase, TaskPhase};
+            matches!(s.phase, StepPhase::Pending | StepPhase::Running)
+                && (s.tasks.iter().any(|t| t.phase == TaskPhase::Pending)
+                    || s.phase == StepPhase::Pending
+                    || s.tasks.is_empty())
+        })
+}

@@ -1,0 +1,101 @@
+//! The operator's HTTP server: `/metrics` (Prometheus text), `/healthz`, `/readyz` (ready once every
+//! watch has listed). [`router`] returns a plain axum `Router` so more routes (the GitHub webhook)
+//! can be merged into the same server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::context::Shared;
+
+/// Refreshes the gauges computed from the caches (workflows by state, agent load) and renders.
+pub fn render_metrics(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    m.workflows.clear();
+    for state in qms_api::WorkflowState::ALL {
+        m.workflows
+            .get_or_create(&crate::metrics::StateLabels {
+                state: state.as_str().to_owned(),
+            })
+            .set(0);
+    }
+    for wf in shared.all_workflows() {
+        m.workflows
+            .get_or_create(&crate::metrics::StateLabels {
+                state: crate::observe::state_of(&wf).as_str().to_owned(),
+            })
+            .inc();
+    }
+    m.agent_running.clear();
+    m.agent_capacity.clear();
+    let now = chrono::Utc::now();
+    for scope in &shared.scopes {
+        let jobs = scope.stores.jobs.state();
+        for agent in scope.stores.agents.state() {
+            use kube::ResourceExt;
+            let ns = agent.namespace().unwrap_or_default();
+            let window = agent
+                .spec
+                .health
+                .window
+                .to_std()
+                .unwrap_or(std::time::Duration::from_secs(600));
+            let stats = crate::observe::agent_stats(&ns, &agent.name_any(), window, &jobs, now);
+            let labels = crate::metrics::AgentLabels {
+                agent: agent.name_any(),
+            };
+            m.agent_running
+                .get_or_create(&labels)
+                .inc_by(i64::from(stats.running));
+            m.agent_capacity
+                .get_or_create(&labels)
+                .inc_by(i64::from(agent.spec.load_capacity));
+        }
+    }
+    m.render()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        render_metrics(&shared),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+    if shared.ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
+
+/// The operator's routes; merge further routers into it before serving.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+/// Binds `addr` and serves `router` until the task is dropped.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}

@@ -1,0 +1,221 @@
+//! qms-operator as a library: [`start`] runs the controllers (and optionally the HTTP server) as
+//! tasks and returns a handle that stops them, so tests and `qms-operator dev` run the real
+//! operator in-process.
+//!
+//! Layout: `config` (file + env + flags), `context` (shared caches and bookkeeping), `informers`
+//! (one watch per kind, routing events to controllers), `observe` (pure: caches → engine input),
+//! `jobs` (pure: task → Job), `actions` (idempotent API writes), `controller::{workflow,catalog}`,
+//! `metrics`, `http`, `dev`, `cli`.
+#![forbid(unsafe_code)]
+
+pub mod actions;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod controller;
+pub mod dev;
+pub mod error;
+pub mod http;
+pub mod informers;
+pub mod jobs;
+pub mod metrics;
+pub mod observe;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::ListParams;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use qms_api::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
+use tokio::task::JoinSet;
+
+pub use config::Settings;
+pub use context::Shared;
+
+/// Name the operator reports Events as.
+pub const REPORTER: &str = "qms-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the CustomResourceDefinition {crd} is not installed in the cluster: install the CRDs with `kubectl apply -f crds/` (or `qms-operator crds | kubectl apply -f -`)"
+    )]
+    MissingCrd { crd: String },
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Api(#[from] kube::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Whether [`start`] serves HTTP.
+pub enum Http {
+    /// No server (tests that do not need it).
+    Off,
+    /// Serve the operator's routes, merged with `extra`, on `settings.http_addr`.
+    On { extra: Option<axum::Router> },
+}
+
+/// A running operator.
+pub struct OperatorHandle {
+    pub shared: Arc<Shared>,
+    /// The address the HTTP server listens on (port 0 in the settings picks a free port).
+    pub http_addr: Option<SocketAddr>,
+    tasks: JoinSet<()>,
+}
+
+impl OperatorHandle {
+    pub fn ready(&self) -> bool {
+        self.shared.ready()
+    }
+
+    pub async fn wait_ready(&self) {
+        self.shared.wait_ready().await;
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops every task at once, wherever it is (like killing the process): nothing is flushed.
+    pub async fn stop(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a task ends (only on failure: the tasks run forever).
+    pub async fn wait(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+}
+
+/// Fails with a message naming the CRD when one of the four is not installed.
+pub async fn check_crds(client: &Client, namespaces: &[String]) -> Result<(), StartError> {
+    async fn probe<K>(client: &Client, ns: Option<&str>) -> Result<(), StartError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = informers::api(client, ns);
+        // Transient errors (5xx, 429, connection) are retried for a while; 404 = not installed.
+        let mut delay = std::time::Duration::from_millis(100);
+        let mut attempts = 0;
+        loop {
+            match api.list_metadata(&ListParams::default().limit(1)).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(StartError::MissingCrd {
+                        crd: format!("{}.{}", K::plural(&()), K::group(&())),
+                    });
+                }
+                Err(e) if attempts < 12 => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, "API server not usable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(StartError::Api(e)),
+            }
+        }
+    }
+    let ns = namespaces.first().map(String::as_str);
+    probe::<WorkflowTemplate>(client, ns).await?;
+    probe::<QualityGate>(client, ns).await?;
+    probe::<Agent>(client, ns).await?;
+    probe::<QmsWorkflow>(client, ns).await?;
+    Ok(())
+}
+
+/// Starts the operator: checks the CRDs, starts the watches, the controllers and (optionally) the
+/// HTTP server. Returns once everything is started (not once the caches are synced: see
+/// [`OperatorHandle::wait_ready`]).
+pub async fn start(
+    client: Client,
+    settings: Settings,
+    http: Http,
+) -> Result<OperatorHandle, StartError> {
+    check_crds(&client, &settings.namespaces).await?;
+    // Jobs are a built-in kind; probing them surfaces RBAC problems early.
+    let _ = Api::<Job>::all(client.clone());
+
+    let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let parts: Vec<informers::ScopeParts> =
+        namespaces.into_iter().map(informers::new_scope).collect();
+    let reporter = Reporter {
+        controller: REPORTER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        settings: settings.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
+        recorder: Recorder::new(client.clone(), reporter),
+        scopes: parts.iter().map(|p| p.scope.clone()).collect(),
+        decide_lock: tokio::sync::Mutex::new(()),
+        admitted: Default::default(),
+        expected_jobs: Default::default(),
+        stale_versions: Default::default(),
+        failures: Default::default(),
+        ready_tx: tokio::sync::watch::channel(false).0,
+    });
+
+    let mut tasks = JoinSet::new();
+    let mut http_addr = None;
+    if let Http::On { extra } = http {
+        let listener =
+            http::bind(settings.http_addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: settings.http_addr,
+                    source,
+                })?;
+        http_addr = listener.local_addr().ok();
+        let mut router = http::router(shared.clone());
+        if let Some(extra) = extra {
+            router = router.merge(extra);
+        }
+        tasks.spawn(async move {
+            if let Err(e) = http::serve(listener, router).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+    for part in parts {
+        let scope = part.scope.clone();
+        informers::spawn(&shared, &scope, part.writers, &mut tasks);
+        let r = part.receivers;
+        tasks.spawn(controller::workflow::run(
+            shared.clone(),
+            scope.clone(),
+            r.workflows,
+        ));
+        tasks.spawn(controller::catalog::run(
+            shared.clone(),
+            scope,
+            r.templates,
+            r.gates,
+            r.agents,
+        ));
+    }
+    tracing::info!(
+        name = %settings.name,
+        namespaces = ?settings.namespaces,
+        max_concurrent_workflows = settings.max_concurrent_workflows,
+        "qms-operator started"
+    );
+    Ok(OperatorHandle {
+        shared,
+        http_addr,
+        tasks,
+    })
+}

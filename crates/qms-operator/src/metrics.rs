@@ -1,0 +1,248 @@
+//! Prometheus metrics (spec §12.1). Every label has a bounded set of values: template, gate and
+//! agent names are operator-configured objects, states and error categories are fixed enums. No
+//! label is derived from a workflow or pull request.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::error::ErrorCategory;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkflowLabels {
+    pub workflow_type: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    pub gate_name: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub agent: String,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ControllerKind {
+    qmsworkflow,
+    workflowtemplate,
+    qualitygate,
+    agent,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: ControllerKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: ControllerKind,
+    pub category: ErrorCategory,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: ActionKind,
+    pub outcome: ActionOutcome,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ActionKind {
+    create_job,
+    delete_job,
+    emit_event,
+    write_status,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ActionOutcome {
+    /// Done by this call.
+    done,
+    /// Already done before (AlreadyExists / NotFound / status unchanged).
+    already_done,
+    failed,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub workflow_duration: Family<WorkflowLabels, Histogram>,
+    pub gate_results: Family<GateLabels, Counter>,
+    pub workflows: Family<StateLabels, Gauge>,
+    pub agent_running: Family<AgentLabels, Gauge>,
+    pub agent_capacity: Family<AgentLabels, Gauge>,
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        // Reviews take seconds to hours: 1 s … ~9 h.
+        let workflow_duration = Family::<WorkflowLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(1.0, 2.0, 16))) as fn() -> Histogram,
+        );
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 14))) as fn() -> Histogram,
+        );
+        let m = Self {
+            registry: Mutex::new(Registry::default()),
+            workflow_duration,
+            gate_results: Family::default(),
+            workflows: Family::default(),
+            agent_running: Family::default(),
+            agent_capacity: Family::default(),
+            reconciles: Family::default(),
+            reconcile_duration,
+            reconcile_errors: Family::default(),
+            actions: Family::default(),
+        };
+        registry.register(
+            "qms_workflow_duration_seconds",
+            "Duration of QMS workflow execution (start of the run to its final state)",
+            m.workflow_duration.clone(),
+        );
+        registry.register(
+            "qms_quality_gate_results",
+            "Total quality gate results",
+            m.gate_results.clone(),
+        );
+        registry.register("qms_workflows", "Workflows by state", m.workflows.clone());
+        registry.register(
+            "qms_agent_running_tasks",
+            "Unfinished Jobs per agent (live load)",
+            m.agent_running.clone(),
+        );
+        registry.register(
+            "qms_agent_capacity",
+            "loadCapacity per agent (utilization = running_tasks / capacity)",
+            m.agent_capacity.clone(),
+        );
+        registry.register(
+            "qms_reconciles",
+            "Reconciles per controller",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "qms_reconcile_duration_seconds",
+            "Duration of one reconcile",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "qms_reconcile_errors",
+            "Failed reconciles by error category",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "qms_actions",
+            "Actions performed on the API server by outcome",
+            m.actions.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        m
+    }
+
+    pub fn reconciled(&self, controller: ControllerKind, took: Duration) {
+        let l = ControllerLabels { controller };
+        self.reconciles.get_or_create(&l).inc();
+        self.reconcile_duration
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn error(&self, controller: ControllerKind, category: ErrorCategory) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                category,
+            })
+            .inc();
+    }
+
+    pub fn action(&self, action: ActionKind, outcome: ActionOutcome) {
+        self.actions
+            .get_or_create(&ActionLabels { action, outcome })
+            .inc();
+    }
+
+    pub fn count(&self, controller: ControllerKind) -> u64 {
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_spec_metric_names() {
+        let m = Metrics::new();
+        m.workflow_duration
+            .get_or_create(&WorkflowLabels {
+                workflow_type: "standard-qms-review".into(),
+                status: "COMPLETED".into(),
+            })
+            .observe(42.0);
+        m.gate_results
+            .get_or_create(&GateLabels {
+                gate_name: "code-coverage".into(),
+                result: "passed".into(),
+            })
+            .inc();
+        m.error(ControllerKind::qmsworkflow, ErrorCategory::conflict);
+        let text = m.render();
+        assert!(
+            text.contains("qms_workflow_duration_seconds_bucket{"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"qms_quality_gate_results_total{gate_name="code-coverage",result="passed"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"qms_reconcile_errors_total{controller="qmsworkflow",category="conflict"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,689 @@
+//! Building the engine's [`Observed`](qms_engine::Observed) inputs from cached objects. Pure: every
+//! function takes objects (as the reflector stores hold them) and the time, and is unit-tested from
+//! fixtures.
+//!
+//! Counts (agent load, running workflows) are derived from live objects only — never from
+//! counters that a restart could leak (Pipelines-as-Code #2949).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use qms_api::{Agent, QmsWorkflow, QualityGate, QualityGateSpec, WorkflowState};
+use qms_engine::{AgentView, JobObservation, JobPhase};
+
+use crate::jobs::{
+    AGENT_LABEL, CONTAINER_NAME, JOB_NAME_LABEL, LEGACY_JOB_NAME_LABEL, WORKFLOW_LABEL, owned_by,
+};
+
+/// How long a finished Job whose Pod result has not reached the cache yet is reported as still
+/// active (the Job and Pod watches are separate streams; the Job may arrive first).
+pub const POD_RESULT_GRACE: Duration = Duration::from_secs(5);
+
+pub fn to_chrono(t: &Time) -> DateTime<Utc> {
+    let ts = t.0;
+    DateTime::from_timestamp(ts.as_second(), ts.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_default()
+}
+
+/// The Job-level phase: Succeeded/Failed once a terminal condition is set (or the counters say so).
+pub fn job_phase(job: &Job) -> JobPhase {
+    let Some(status) = &job.status else {
+        return JobPhase::Active;
+    };
+    let cond = |types: &[&str]| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.status == "True" && types.iter().any(|t| c.type_ == *t))
+    };
+    if cond(&["Failed", "FailureTarget"]).is_some() {
+        return JobPhase::Failed;
+    }
+    if cond(&["Complete", "SuccessCriteriaMet"]).is_some() {
+        return JobPhase::Succeeded;
+    }
+    if status.succeeded.unwrap_or(0) > 0 && status.completion_time.is_some() {
+        return JobPhase::Succeeded;
+    }
+    JobPhase::Active
+}
+
+fn job_finished_at(job: &Job) -> Option<DateTime<Utc>> {
+    let status = job.status.as_ref()?;
+    if let Some(t) = &status.completion_time {
+        return Some(to_chrono(t));
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| {
+            c.status == "True"
+                && matches!(
+                    c.type_.as_str(),
+                    "Failed" | "FailureTarget" | "Complete" | "SuccessCriteriaMet"
+                )
+        })
+        .filter_map(|c| c.last_transition_time.as_ref().map(to_chrono))
+        .min()
+}
+
+fn job_failure_reason(job: &Job) -> Option<String> {
+    job.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.status == "True" && (c.type_ == "Failed" || c.type_ == "FailureTarget"))
+        .and_then(|c| c.reason.clone())
+}
+
+/// Is `pod` one of `job`'s Pods?
+pub fn pod_of_job(pod: &Pod, job: &Job) -> bool {
+    let name = job.name_any();
+    let labels = pod.labels();
+    let labelled = labels
+        .get(JOB_NAME_LABEL)
+        .or_else(|| labels.get(LEGACY_JOB_NAME_LABEL))
+        == Some(&name);
+    if !labelled {
+        return false;
+    }
+    // When the pod names its owner, it must be this Job (not an older Job of the same name).
+    match (
+        job.uid(),
+        pod.owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true)),
+    ) {
+        (Some(uid), Some(owner)) => owner.uid == uid,
+        _ => true,
+    }
+}
+
+struct Terminated {
+    exit_code: i32,
+    reason: Option<String>,
+    message: Option<String>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+fn terminated_state(pod: &Pod) -> Option<Terminated> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let cs = statuses
+        .iter()
+        .find(|c| c.name == CONTAINER_NAME)
+        .or_else(|| statuses.first())?;
+    let t = cs.state.as_ref()?.terminated.as_ref()?;
+    Some(Terminated {
+        exit_code: t.exit_code,
+        reason: t.reason.clone(),
+        message: t.message.clone().filter(|m| !m.is_empty()),
+        finished_at: t.finished_at.as_ref().map(to_chrono),
+    })
+}
+
+/// Observes one Job with its Pods. The second value asks for a re-check after that long (a
+/// finished Job whose Pod result is not cached yet is reported Active until it is, or until
+/// [`POD_RESULT_GRACE`] has passed).
+pub fn observe_job(
+    job: &Job,
+    pods: &[&Pod],
+    now: DateTime<Utc>,
+) -> (JobObservation, Option<Duration>) {
+    let mut phase = job_phase(job);
+    let finished_at = job_finished_at(job);
+    // The latest terminated pod (backoffLimit 0 means one, but be robust).
+    let term = pods
+        .iter()
+        .filter_map(|p| terminated_state(p))
+        .max_by_key(|t| t.finished_at);
+    let mut recheck = None;
+    if phase != JobPhase::Active && term.is_none() {
+        let deadline = job_failure_reason(job).as_deref() == Some("DeadlineExceeded");
+        let age = finished_at
+            .map(|f| (now - f).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::MAX);
+        if !deadline && age < POD_RESULT_GRACE {
+            phase = JobPhase::Active;
+            recheck = Some(POD_RESULT_GRACE - age + Duration::from_millis(100));
+        }
+    }
+    let reason = if phase == JobPhase::Failed {
+        job_failure_reason(job).or_else(|| term.as_ref().and_then(|t| t.reason.clone()))
+    } else {
+        term.as_ref().and_then(|t| t.reason.clone())
+    };
+    let obs = JobObservation {
+        name: job.name_any(),
+        phase,
+        labels: job.labels().clone(),
+        created_at: job.metadata.creation_timestamp.as_ref().map(to_chrono),
+        finished_at: if phase == JobPhase::Active {
+            None
+        } else {
+            finished_at.or_else(|| term.as_ref().and_then(|t| t.finished_at))
+        },
+        termination_message: term.as_ref().and_then(|t| t.message.clone()),
+        exit_code: term.as_ref().map(|t| t.exit_code),
+        reason,
+        deleting: job.metadata.deletion_timestamp.is_some(),
+    };
+    (obs, recheck)
+}
+
+/// The Jobs of `workflow` (by label and controller owner), observed with their Pods.
+pub fn workflow_jobs(
+    workflow: &QmsWorkflow,
+    jobs: &[Arc<Job>],
+    pods: &[Arc<Pod>],
+    now: DateTime<Utc>,
+) -> (BTreeMap<String, JobObservation>, Option<Duration>) {
+    let name = workflow.name_any();
+    let ns = workflow.namespace();
+    let uid = workflow.uid();
+    let mut out = BTreeMap::new();
+    let mut recheck: Option<Duration> = None;
+    for job in jobs {
+        if job.namespace() != ns || job.labels().get(WORKFLOW_LABEL) != Some(&name) {
+            continue;
+        }
+        if let Some(uid) = &uid
+            && !owned_by(job, uid)
+        {
+            continue;
+        }
+        let job_pods: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.namespace() == ns && pod_of_job(p, job))
+            .map(|p| p.as_ref())
+            .collect();
+        let (obs, again) = observe_job(job, &job_pods, now);
+        recheck = min_opt(recheck, again);
+        out.insert(obs.name.clone(), obs);
+    }
+    (out, recheck)
+}
+
+pub fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// What the Jobs of one agent say about it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentStats {
+    /// Unfinished Jobs (live load).
+    pub running: u32,
+    /// Failed Jobs (errors and timeouts) that finished within the health window.
+    pub recent_failures: u32,
+    pub recent_successes: u32,
+}
+
+impl AgentStats {
+    pub fn success_rate(&self) -> Option<f64> {
+        let total = self.recent_failures + self.recent_successes;
+        (total > 0).then(|| f64::from(self.recent_successes) / f64::from(total))
+    }
+}
+
+/// Counts `agent`'s Jobs in its namespace. `window` is the agent's health window.
+pub fn agent_stats(
+    namespace: &str,
+    agent_name: &str,
+    window: Duration,
+    jobs: &[Arc<Job>],
+    now: DateTime<Utc>,
+) -> AgentStats {
+    let mut stats = AgentStats::default();
+    let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    for job in jobs {
+        if job.namespace().as_deref() != Some(namespace)
+            || job.labels().get(AGENT_LABEL).map(String::as_str) != Some(agent_name)
+        {
+            continue;
+        }
+        match job_phase(job) {
+            JobPhase::Active => {
+                if job.metadata.deletion_timestamp.is_none() {
+                    stats.running += 1;
+                }
+            }
+            phase => {
+                let recent = job_finished_at(job).is_none_or(|t| t >= since);
+                if recent {
+                    if phase == JobPhase::Failed {
+                        stats.recent_failures += 1;
+                    } else {
+                        stats.recent_successes += 1;
+                    }
+                }
+            }
+        }
+    }
+    stats
+}
+
+/// The agents of `namespace` as the engine sees them. `in_flight` adds Jobs created but not yet in
+/// the cache (by agent name), so two reconciles in a row cannot both take the last free place.
+pub fn agent_views(
+    namespace: &str,
+    agents: &[Arc<Agent>],
+    jobs: &[Arc<Job>],
+    in_flight: &HashMap<String, u32>,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, AgentView> {
+    agents
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(namespace))
+        .map(|a| {
+            let name = a.name_any();
+            let window = a
+                .spec
+                .health
+                .window
+                .to_std()
+                .unwrap_or(Duration::from_secs(600));
+            let stats = agent_stats(namespace, &name, window, jobs, now);
+            let running = stats.running + in_flight.get(&name).copied().unwrap_or(0);
+            let healthy = stats.recent_failures < a.spec.health.failure_threshold;
+            (
+                name,
+                AgentView {
+                    spec: a.spec.clone(),
+                    running,
+                    healthy,
+                },
+            )
+        })
+        .collect()
+}
+
+pub fn gates_in(namespace: &str, gates: &[Arc<QualityGate>]) -> BTreeMap<String, QualityGateSpec> {
+    gates
+        .iter()
+        .filter(|g| g.namespace().as_deref() == Some(namespace))
+        .map(|g| (g.name_any(), g.spec.clone()))
+        .collect()
+}
+
+/// Baseline per gate for the workflow's repository and base branch (gates with the ratchet on).
+pub fn baselines(workflow: &QmsWorkflow, gates: &[Arc<QualityGate>]) -> BTreeMap<String, f64> {
+    let ns = workflow.namespace();
+    gates
+        .iter()
+        .filter(|g| g.namespace() == ns)
+        .filter(|g| g.spec.baseline.as_ref().is_some_and(|b| b.enabled))
+        .filter_map(|g| {
+            let status = g.status.as_ref()?;
+            let b = status.baselines.iter().find(|b| {
+                b.repository == workflow.spec.repository && b.branch == workflow.spec.base_ref
+            })?;
+            Some((g.name_any(), b.value))
+        })
+        .collect()
+}
+
+pub fn state_of(workflow: &QmsWorkflow) -> WorkflowState {
+    workflow
+        .status
+        .as_ref()
+        .map(|s| s.state)
+        .unwrap_or(WorkflowState::Initialized)
+}
+
+/// Does this workflow hold one of the `maxConcurrentWorkflows` slots? Started and not finished.
+pub fn occupies_slot(workflow: &QmsWorkflow) -> bool {
+    let state = state_of(workflow);
+    workflow.metadata.deletion_timestamp.is_none()
+        && state != WorkflowState::Initialized
+        && !state.is_terminal()
+}
+
+/// Is this workflow waiting for a slot (not started yet)?
+pub fn waits_for_slot(workflow: &QmsWorkflow) -> bool {
+    workflow.metadata.deletion_timestamp.is_none()
+        && state_of(workflow) == WorkflowState::Initialized
+}
+
+/// Slot availability for `workflow`: a running workflow keeps its slot; a waiting one gets one when
+/// fewer than `max` run and it is among the oldest waiting ones that fit (first come, first
+/// served, by creation time then namespace/name). `admitted` are workflows given a slot whose
+/// status write has not reached the cache yet.
+pub fn slot_available(
+    workflow: &QmsWorkflow,
+    all: &[Arc<QmsWorkflow>],
+    admitted: &std::collections::HashSet<String>,
+    max: u32,
+) -> bool {
+    if occupies_slot(workflow) {
+        return true;
+    }
+    let uid_of = |w: &QmsWorkflow| w.uid().unwrap_or_default();
+    let my_uid = uid_of(workflow);
+    if admitted.contains(&my_uid) {
+        return true;
+    }
+    let running = all
+        .iter()
+        .filter(|w| occupies_slot(w) || (admitted.contains(&uid_of(w)) && waits_for_slot(w)))
+        .count() as u64;
+    let free = u64::from(max).saturating_sub(running);
+    if free == 0 {
+        return false;
+    }
+    let key = |w: &QmsWorkflow| {
+        (
+            w.metadata.creation_timestamp.as_ref().map(to_chrono),
+            w.namespace().unwrap_or_default(),
+            w.name_any(),
+        )
+    };
+    let mine = key(workflow);
+    let ahead = all
+        .iter()
+        .filter(|w| waits_for_slot(w) && !admitted.contains(&uid_of(w)) && uid_of(w) != my_uid)
+        .filter(|w| key(w) < mine)
+        .count() as u64;
+    ahead < free
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use qms_api::{QmsWorkflowSpec, QmsWorkflowStatus, TemplateRef};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-08-17T06:10:00Z")
+            .unwrap()
+            .to_utc()
+    }
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn job(name: &str, wf: &str, agent: &str, cond: Option<(&str, &str, &str)>) -> Arc<Job> {
+        Arc::new(Job {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("{name}-uid")),
+                labels: Some(BTreeMap::from([
+                    (WORKFLOW_LABEL.to_owned(), wf.to_owned()),
+                    (AGENT_LABEL.to_owned(), agent.to_owned()),
+                ])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "qms.creo.dev/v1".into(),
+                    kind: "QmsWorkflow".into(),
+                    name: wf.into(),
+                    uid: format!("{wf}-uid"),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                creation_timestamp: Some(time("2025-08-17T06:00:00Z")),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: cond.map(|(t, reason, at)| JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: t.into(),
+                    status: "True".into(),
+                    reason: Some(reason.into()),
+                    last_transition_time: Some(time(at)),
+                    ..JobCondition::default()
+                }]),
+                ..JobStatus::default()
+            }),
+        })
+    }
+
+    fn pod(job: &Job, exit: i32, message: Option<&str>) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-abcde", job.name_any())),
+                namespace: Some("ns".into()),
+                labels: Some(BTreeMap::from([(
+                    JOB_NAME_LABEL.to_owned(),
+                    job.name_any(),
+                )])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "batch/v1".into(),
+                    kind: "Job".into(),
+                    name: job.name_any(),
+                    uid: job.uid().unwrap(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER_NAME.into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: exit,
+                            reason: Some(if exit == 0 { "Completed" } else { "Error" }.into()),
+                            message: message.map(str::to_owned),
+                            finished_at: Some(time("2025-08-17T06:05:00Z")),
+                            ..ContainerStateTerminated::default()
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        })
+    }
+
+    fn workflow(name: &str, state: Option<WorkflowState>, created: &str) -> Arc<QmsWorkflow> {
+        let mut wf = QmsWorkflow::new(
+            name,
+            QmsWorkflowSpec {
+                repository: "creo/app".into(),
+                pull_request: 1,
+                head_sha: "abcdef1".into(),
+                base_ref: "main".into(),
+                head_ref: String::new(),
+                template_ref: TemplateRef { name: "t".into() },
+                approvals: vec![],
+                overrides: vec![],
+                retry: None,
+            },
+        );
+        wf.metadata.namespace = Some("ns".into());
+        wf.metadata.uid = Some(format!("{name}-uid"));
+        wf.metadata.creation_timestamp = Some(time(created));
+        wf.status = state.map(|state| QmsWorkflowStatus {
+            state,
+            ..QmsWorkflowStatus::default()
+        });
+        Arc::new(wf)
+    }
+
+    #[test]
+    fn succeeded_job_carries_the_pod_result() {
+        let j = job(
+            "j1",
+            "wf",
+            "a",
+            Some(("Complete", "CompletionsReached", "2025-08-17T06:05:01Z")),
+        );
+        let p = pod(&j, 0, Some(r#"{"status":"success"}"#));
+        let (obs, recheck) = observe_job(&j, &[&p], now());
+        assert_eq!(obs.phase, JobPhase::Succeeded);
+        assert_eq!(
+            obs.termination_message.as_deref(),
+            Some(r#"{"status":"success"}"#)
+        );
+        assert_eq!(obs.exit_code, Some(0));
+        assert_eq!(obs.labels[AGENT_LABEL], "a");
+        assert!(obs.finished_at.is_some());
+        assert!(recheck.is_none());
+    }
+
+    #[test]
+    fn deadline_exceeded_is_a_failure_with_that_reason() {
+        let j = job(
+            "j1",
+            "wf",
+            "a",
+            Some(("Failed", "DeadlineExceeded", "2025-08-17T06:09:59Z")),
+        );
+        let (obs, recheck) = observe_job(&j, &[], now());
+        assert_eq!(obs.phase, JobPhase::Failed);
+        assert_eq!(obs.reason.as_deref(), Some("DeadlineExceeded"));
+        assert!(
+            recheck.is_none(),
+            "a timed-out Job has no result to wait for"
+        );
+    }
+
+    #[test]
+    fn finished_job_without_cached_pod_waits_briefly_for_the_result() {
+        let j = job(
+            "j1",
+            "wf",
+            "a",
+            Some(("Complete", "CompletionsReached", "2025-08-17T06:09:58Z")),
+        );
+        let (obs, recheck) = observe_job(&j, &[], now());
+        assert_eq!(obs.phase, JobPhase::Active, "result not cached yet");
+        assert!(recheck.is_some_and(|d| d <= POD_RESULT_GRACE));
+        // long after, the Job is reported finished without a result (the engine fails closed)
+        let later = now() + chrono::Duration::seconds(30);
+        let (obs, recheck) = observe_job(&j, &[], later);
+        assert_eq!(obs.phase, JobPhase::Succeeded);
+        assert!(obs.termination_message.is_none() && recheck.is_none());
+    }
+
+    #[test]
+    fn failed_job_reports_exit_code_and_logs_fallback_message() {
+        let j = job(
+            "j1",
+            "wf",
+            "a",
+            Some(("Failed", "BackoffLimitExceeded", "2025-08-17T06:05:01Z")),
+        );
+        let p = pod(&j, 3, Some("boom"));
+        let (obs, _) = observe_job(&j, &[&p], now());
+        assert_eq!(obs.phase, JobPhase::Failed);
+        assert_eq!(obs.exit_code, Some(3));
+        assert_eq!(obs.reason.as_deref(), Some("BackoffLimitExceeded"));
+        assert_eq!(obs.termination_message.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn workflow_jobs_are_selected_by_label_and_owner() {
+        let wf = workflow(
+            "wf",
+            Some(WorkflowState::DorPending),
+            "2025-08-17T06:00:00Z",
+        );
+        let mine = job("j1", "wf", "a", None);
+        let other = job("j2", "other", "a", None);
+        let mut stale = (*job("j3", "wf", "a", None)).clone();
+        stale.metadata.owner_references.as_mut().unwrap()[0].uid = "old-uid".into();
+        let (jobs, _) = workflow_jobs(&wf, &[mine, other, Arc::new(stale)], &[], now());
+        assert_eq!(jobs.keys().collect::<Vec<_>>(), ["j1"]);
+    }
+
+    #[test]
+    fn agent_load_counts_live_jobs_across_workflows_and_in_flight_creations() {
+        let agent: Arc<Agent> = Arc::new({
+            let mut a = Agent::new(
+                "a",
+                serde_json::from_value(serde_json::json!({
+                    "capabilities": ["x"], "loadCapacity": 2,
+                    "health": {"failureThreshold": 2, "window": "10m"},
+                    "job": {"image": "busybox"}
+                }))
+                .unwrap(),
+            );
+            a.metadata.namespace = Some("ns".into());
+            a
+        });
+        let jobs = vec![
+            job("j1", "wf1", "a", None),
+            job("j2", "wf2", "a", None),
+            job("j3", "wf2", "b", None),
+            job(
+                "j4",
+                "wf3",
+                "a",
+                Some(("Complete", "CompletionsReached", "2025-08-17T06:05:00Z")),
+            ),
+            job(
+                "j5",
+                "wf3",
+                "a",
+                Some(("Failed", "DeadlineExceeded", "2025-08-17T06:05:00Z")),
+            ),
+            // outside the 10m window: does not count against health
+            job(
+                "j6",
+                "wf3",
+                "a",
+                Some(("Failed", "DeadlineExceeded", "2025-08-17T05:00:00Z")),
+            ),
+        ];
+        let views = agent_views(
+            "ns",
+            std::slice::from_ref(&agent),
+            &jobs,
+            &HashMap::new(),
+            now(),
+        );
+        assert_eq!(views["a"].running, 2);
+        assert!(views["a"].healthy, "one recent failure < threshold 2");
+        let in_flight = HashMap::from([("a".to_owned(), 1)]);
+        let views = agent_views("ns", &[agent], &jobs, &in_flight, now());
+        assert_eq!(views["a"].running, 3);
+        let stats = agent_stats("ns", "a", Duration::from_secs(600), &jobs, now());
+        assert_eq!((stats.recent_failures, stats.recent_successes), (1, 1));
+        assert_eq!(stats.success_rate(), Some(0.5));
+    }
+
+    #[test]
+    fn slots_go_to_the_oldest_waiting_workflows() {
+        let running = workflow("r", Some(WorkflowState::DorPending), "2025-08-17T05:00:00Z");
+        let done = workflow("d", Some(WorkflowState::Completed), "2025-08-17T05:00:00Z");
+        let w1 = workflow("w1", None, "2025-08-17T06:00:01Z");
+        let w2 = workflow(
+            "w2",
+            Some(WorkflowState::Initialized),
+            "2025-08-17T06:00:02Z",
+        );
+        let all = vec![running.clone(), done, w1.clone(), w2.clone()];
+        let none = Default::default();
+        assert!(
+            slot_available(&running, &all, &none, 1),
+            "a running workflow keeps its slot"
+        );
+        assert!(!slot_available(&w1, &all, &none, 1));
+        assert!(slot_available(&w1, &all, &none, 2));
+        assert!(!slot_available(&w2, &all, &none, 2), "w1 is ahead");
+        assert!(slot_available(&w2, &all, &none, 3));
+        // w1 admitted but its status not cached yet: it counts as running
+        let admitted = std::collections::HashSet::from(["w1-uid".to_owned()]);
+        assert!(!slot_available(&w2, &all, &admitted, 2));
+        assert!(slot_available(&w1, &all, &admitted, 2));
+    }
+}

@@ -1,0 +1,280 @@
+//! Test harness: a kube-sim per test, the CRDs installed, the real operator started in-process.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use qms_api::{QmsWorkflow, WorkflowState};
+use qms_operator::{Http, OperatorHandle, Settings};
+
+/// Hang protection only: every wait polls for a condition and gives up after this long.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+pub struct Env {
+    pub sim: kube_sim::KubeSim,
+    pub client: Client,
+    pub ns: String,
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(kube_sim::KubeSim::builder()).await
+    }
+
+    pub async fn start_with(builder: kube_sim::KubeSimBuilder) -> Env {
+        init_tracing();
+        let sim = builder.start().await.expect("kube-sim starts");
+        let client = sim.client();
+        qms_operator::dev::install_crds(&client)
+            .await
+            .expect("CRDs install");
+        Env {
+            sim,
+            client,
+            ns: "default".to_owned(),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::default()
+    }
+
+    pub async fn operator(&self, settings: Settings) -> OperatorHandle {
+        qms_operator::start(self.client.clone(), settings, Http::Off)
+            .await
+            .expect("operator starts")
+    }
+
+    pub async fn apply(&self, yaml: &str) {
+        qms_operator::dev::apply_yaml(&self.client, &self.ns, yaml)
+            .await
+            .unwrap_or_else(|e| panic!("apply failed: {e:#}\n{yaml}"));
+    }
+
+    pub async fn apply_examples(&self, with_workflow: bool) {
+        for (name, text) in qms_operator::dev::EXAMPLES {
+            if name.starts_with("qmsworkflow") && !with_workflow {
+                continue;
+            }
+            self.apply(text).await;
+        }
+    }
+
+    pub fn workflows(&self) -> Api<QmsWorkflow> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn get(&self, name: &str) -> QmsWorkflow {
+        self.workflows().get(name).await.expect("workflow exists")
+    }
+
+    /// Polls until `pred` holds for the workflow; panics with its status after [`DEADLINE`].
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&QmsWorkflow) -> bool,
+    ) -> QmsWorkflow {
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Ok(wf) = self.workflows().get(name).await {
+                if pred(&wf) {
+                    return wf;
+                }
+                if start.elapsed() > DEADLINE {
+                    panic!(
+                        "{name}: gave up waiting for {what}; status: {}",
+                        serde_json::to_string_pretty(&wf.status).unwrap_or_default()
+                    );
+                }
+            } else if start.elapsed() > DEADLINE {
+                panic!("{name}: gave up waiting for {what}; workflow not readable");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, name: &str, state: WorkflowState) -> QmsWorkflow {
+        self.wait_for(name, state.as_str(), |wf| state_of(wf) == state)
+            .await
+    }
+
+    /// Appends an approval with the same JSON patch the README documents.
+    pub async fn decide(&self, name: &str, step: &str, sha: &str, decision: &str) {
+        qms_operator::dev::approve(&self.client, &self.ns, name, step, sha, "alice", decision)
+            .await
+            .expect("approval patch");
+    }
+
+    pub async fn set_head_sha(&self, name: &str, sha: &str) {
+        let patch = serde_json::json!({"spec": {"headSha": sha}});
+        self.workflows()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch headSha");
+    }
+
+    pub async fn list_jobs(&self) -> Vec<Job> {
+        self.jobs()
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=qms-operator"))
+            .await
+            .expect("list jobs")
+            .items
+    }
+
+    /// Events (events.k8s.io/v1) about `name`.
+    pub async fn events(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+}
+
+impl Env {
+    /// Polls until an event with `reason` about `name` exists (events are recorded right after the
+    /// status write, so a reader may see the state first).
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        reason: &str,
+    ) -> k8s_openapi::api::events::v1::Event {
+        let start = tokio::time::Instant::now();
+        loop {
+            let events = self.events(name).await;
+            if let Some(e) = events.iter().find(|e| e.reason.as_deref() == Some(reason)) {
+                return e.clone();
+            }
+            if start.elapsed() > DEADLINE {
+                let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+                panic!("{name}: no {reason} event; have {reasons:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn state_of(wf: &QmsWorkflow) -> WorkflowState {
+    wf.status.as_ref().map(|s| s.state).unwrap_or_default()
+}
+
+/// The env of a Job's agent container, by name.
+pub fn job_env(job: &Job) -> BTreeMap<String, String> {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| &p.containers[0])
+        .and_then(|c| c.env.as_ref())
+        .map(|env| {
+            env.iter()
+                .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn task_of(job: &Job) -> serde_json::Value {
+    serde_json::from_str(&job_env(job)["QMS_TASK"]).expect("QMS_TASK is JSON")
+}
+
+pub fn label<'a>(job: &'a Job, key: &str) -> &'a str {
+    job.labels().get(key).map(String::as_str).unwrap_or("")
+}
+
+/// A QmsWorkflow manifest.
+pub fn workflow(name: &str, template: &str, sha: &str) -> String {
+    format!(
+        r#"apiVersion: qms.creo.dev/v1
+kind: QmsWorkflow
+metadata:
+  name: {name}
+spec:
+  repository: creo/app
+  pullRequest: 7
+  headSha: "{sha}"
+  baseRef: main
+  headRef: feature
+  templateRef:
+    name: {template}
+"#
+    )
+}
+
+/// An Agent running `script` with `sh -c`.
+pub fn agent(name: &str, capacity: u32, script: &str) -> String {
+    let script = script.replace('\n', "\n        ");
+    format!(
+        r#"apiVersion: qms.creo.dev/v1
+kind: Agent
+metadata:
+  name: {name}
+spec:
+  capabilities: [{name}]
+  loadCapacity: {capacity}
+  defaultTimeout: 30s
+  health:
+    failureThreshold: 100
+    window: 10m
+  job:
+    image: busybox:1.37
+    command: ["sh", "-c"]
+    args:
+      - |
+        {script}
+"#
+    )
+}
+
+/// A result JSON written to the termination log, then exit `code`.
+pub fn result(status: &str, metrics: &str, code: i32) -> String {
+    format!(
+        r#"printf '%s' '{{"status":"{status}","summary":"test","metrics":{{{metrics}}}}}' > /dev/termination-log; exit {code}"#
+    )
+}
+
+/// A gate manifest.
+pub fn gate(name: &str, metric: &str, op: &str, threshold: f64, blocking: bool) -> String {
+    format!(
+        r#"apiVersion: qms.creo.dev/v1
+kind: QualityGate
+metadata:
+  name: {name}
+spec:
+  type: threshold
+  metric: {metric}
+  operator: {op}
+  threshold: {threshold}
+  unit: count
+  blocking: {blocking}
+"#
+    )
+}
+
+/// The workspace's `.tools/bin` (or `$QMS_TOOLS_BIN`).
+pub fn tools_bin() -> PathBuf {
+    std::env::var_os("QMS_TOOLS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin"))
+}

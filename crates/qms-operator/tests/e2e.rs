@@ -1,0 +1,958 @@
+//! End-to-end: kube-sim (Jobs run as local `sh` processes) + the real controllers in-process.
+//! Every wait polls for a condition with a hang-protection deadline; nothing asserts on timing.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use kube::ResourceExt;
+use qms_api::{ConditionStatus, GateVerdict, StepPhase, TaskPhase, WorkflowState};
+
+/// 1. The standard template of examples/ walks to FINAL_PENDING; an approval completes it. Each
+/// step's Jobs got the right payload; gate results carry value and threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_review_completes_after_approval() {
+    let env = Env::start().await;
+    env.apply_examples(false).await;
+    let op = env.operator(env.settings()).await;
+    op.wait_ready().await;
+    env.apply_examples(true).await;
+    let name = "creo-roo-commander-pr-12345";
+    let sha = "3f7c2a9d41e8b6c05d9a7e1f2b3c4d5e6f708192";
+
+    let wf = env
+        .wait_for(name, "FINAL_PENDING waiting for approval", |wf| {
+            state_of(wf) == WorkflowState::FinalPending
+                && qms_operator::dev::waiting_step(wf).as_deref() == Some("final-review")
+        })
+        .await;
+    let status = wf.status.clone().unwrap();
+    assert_eq!(status.current_step.as_deref(), Some("final-review"));
+    let final_step = status.step("final-review").unwrap();
+    assert_eq!(final_step.phase, StepPhase::WaitingForApproval);
+
+    // Every automated step ran its agents with the task payload of spec §3.2.
+    let jobs = env.list_jobs().await;
+    let mut steps_seen = BTreeMap::new();
+    for job in &jobs {
+        let task = task_of(job);
+        let step = label(job, "qms.creo.dev/step").to_owned();
+        assert_eq!(task["task_type"], step.as_str(), "{}", job.name_any());
+        assert_eq!(task["agent_id"], label(job, "qms.creo.dev/agent"));
+        assert_eq!(task["task_id"], job.name_any().as_str());
+        assert_eq!(task["workflow_id"], format!("default/{name}").as_str());
+        assert_eq!(task["payload"]["pr_number"], 12345);
+        assert_eq!(task["payload"]["repository"], "creo/creo-roo-commander");
+        assert_eq!(task["payload"]["head_sha"], sha);
+        assert_eq!(job_env(job)["QMS_HEAD_SHA"], sha);
+        assert_eq!(job_env(job)["QMS_STEP"], step.as_str());
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert!(spec.active_deadline_seconds.is_some());
+        let owner = &job.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("QmsWorkflow", Some(true))
+        );
+        *steps_seen.entry(step).or_insert(0) += 1;
+    }
+    assert_eq!(
+        steps_seen,
+        BTreeMap::from([
+            ("dor-validation".to_owned(), 1),
+            ("progress-reviews".to_owned(), 2),
+            ("dod-validation".to_owned(), 1),
+            ("final-review".to_owned(), 1),
+        ])
+    );
+    // The coverage gate's requirements reached the testing agent.
+    let testing = jobs
+        .iter()
+        .find(|j| label(j, "qms.creo.dev/agent") == "qms-testing-specialist")
+        .unwrap();
+    let gates = &task_of(testing)["payload"]["requirements"]["gates"];
+    assert!(
+        gates
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "code-coverage" && g["threshold"] == 80.0),
+        "{gates}"
+    );
+
+    // Gate results in status carry value and threshold.
+    let progress = status.step("progress-reviews").unwrap();
+    let coverage = progress
+        .gates
+        .iter()
+        .find(|g| g.name == "code-coverage")
+        .unwrap();
+    assert_eq!(coverage.verdict, GateVerdict::Passed);
+    assert_eq!(coverage.value, Some(85.2));
+    assert_eq!(coverage.threshold, Some(80.0));
+    assert!(coverage.blocking);
+
+    env.decide(name, "final-review", sha, "approve").await;
+    let wf = env.wait_state(name, WorkflowState::Completed).await;
+    let status = wf.status.unwrap();
+    assert_eq!(status.gates.as_deref(), Some("6/6"));
+    assert!(status.completed_at.is_some());
+    assert_eq!(env.list_jobs().await.len(), 5, "no Job was created twice");
+
+    // Events were recorded with the spec's event types.
+    env.wait_event(name, "WorkflowCompleted").await;
+    let events = env.events(name).await;
+    let actions: Vec<&str> = events.iter().filter_map(|e| e.action.as_deref()).collect();
+    for t in [
+        "workflow.started",
+        "gate.passed",
+        "step.completed",
+        "workflow.completed",
+    ] {
+        assert!(actions.contains(&t), "missing {t} in {actions:?}");
+    }
+    assert!(
+        events
+            .iter()
+            .filter_map(|e| e.note.as_deref())
+            .any(|n| n.contains("correlation_id=corr-"))
+    );
+
+    // Metrics.
+    let text = qms_operator::http::render_metrics(&op.shared);
+    assert!(text.contains(r#"qms_workflow_duration_seconds_count{workflow_type="standard-qms-review",status="COMPLETED"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"qms_quality_gate_results_total{gate_name="code-coverage",result="passed"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"qms_workflows{state="COMPLETED"} 1"#),
+        "{text}"
+    );
+    op.stop().await;
+}
+
+fn template_one_step(name: &str, agent: &str, gates: &[&str], extra: &str) -> String {
+    format!(
+        r#"apiVersion: qms.creo.dev/v1
+kind: WorkflowTemplate
+metadata:
+  name: {name}
+spec:
+  steps:
+    - name: check
+      type: parallel
+      agents: [{{name: {agent}}}]
+      qualityGates: [{gates}]
+      timeout: 20s
+{extra}
+      states: {{pending: DOR_PENDING, failed: DOR_FAILED}}
+"#,
+        gates = gates.join(", ")
+    )
+}
+
+/// 2. A DoR agent failure → DOR_FAILED; a fix pushed (new SHA) runs again and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dor_failure_then_fix_pushed_passes() {
+    let env = Env::start().await;
+    let script = format!(
+        "if [ \"$QMS_HEAD_SHA\" = \"bbbbbbb\" ]; then {}; else {}; fi",
+        result("success", r#""basic_checks_failed":0"#, 0),
+        result("failure", r#""basic_checks_failed":2"#, 1)
+    );
+    env.apply(&agent("dor", 5, &script)).await;
+    env.apply(&gate("basic", "basic_checks_failed", "eq", 0.0, true))
+        .await;
+    env.apply(&template_one_step("t", "dor", &["basic"], ""))
+        .await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-2", "t", "aaaaaaa")).await;
+
+    let wf = env.wait_state("pr-2", WorkflowState::DorFailed).await;
+    let s = wf.status.unwrap();
+    assert_eq!(s.run, 1);
+    assert_eq!(s.head_sha.as_deref(), Some("aaaaaaa"));
+
+    env.set_head_sha("pr-2", "bbbbbbb").await;
+    let wf = env
+        .wait_for("pr-2", "COMPLETED for the new SHA", |wf| {
+            state_of(wf) == WorkflowState::Completed
+                && wf.status.as_ref().and_then(|s| s.head_sha.as_deref()) == Some("bbbbbbb")
+        })
+        .await;
+    let s = wf.status.unwrap();
+    assert_eq!(s.run, 2, "the new SHA started a new run");
+    let gate = &s.step("check").unwrap().gates[0];
+    assert_eq!((gate.verdict, gate.value), (GateVerdict::Passed, Some(0.0)));
+    let history: Vec<_> = s.history.iter().map(|t| t.to).collect();
+    assert!(history.contains(&WorkflowState::DorFailed), "{history:?}");
+    op.stop().await;
+}
+
+/// 3. Coverage 70 against a blocking ≥80 gate → PROGRESS_BLOCKED; as advisory → passes with a
+/// warning verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coverage_below_threshold_blocks_unless_advisory() {
+    let env = Env::start().await;
+    env.apply(&agent(
+        "tester",
+        5,
+        &result("success", r#""test_coverage":70"#, 0),
+    ))
+    .await;
+    env.apply(&gate("cov-blocking", "test_coverage", "gte", 80.0, true))
+        .await;
+    env.apply(&gate("cov-advisory", "test_coverage", "gte", 80.0, false))
+        .await;
+    for (t, g) in [("t-block", "cov-blocking"), ("t-adv", "cov-advisory")] {
+        env.apply(&format!(
+            r#"apiVersion: qms.creo.dev/v1
+kind: WorkflowTemplate
+metadata:
+  name: {t}
+spec:
+  steps:
+    - name: progress
+      type: parallel
+      agents: [{{name: tester}}]
+      qualityGates: [{g}]
+      timeout: 20s
+      states: {{pending: PROGRESS_PENDING, failed: PROGRESS_BLOCKED}}
+"#
+        ))
+        .await;
+    }
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("blocked", "t-block", "ccccccc")).await;
+    env.apply(&workflow("advisory", "t-adv", "ccccccc")).await;
+
+    let wf = env
+        .wait_state("blocked", WorkflowState::ProgressBlocked)
+        .await;
+    let g = wf.status.unwrap().step("progress").unwrap().gates[0].clone();
+    assert_eq!(
+        (g.verdict, g.value, g.threshold, g.blocking),
+        (GateVerdict::Failed, Some(70.0), Some(80.0), true)
+    );
+
+    let wf = env.wait_state("advisory", WorkflowState::Completed).await;
+    let g = wf.status.unwrap().step("progress").unwrap().gates[0].clone();
+    assert_eq!(
+        (g.verdict, g.value, g.blocking),
+        (GateVerdict::Warning, Some(70.0), false)
+    );
+    op.stop().await;
+}
+
+/// 4. An agent that never writes the metric → the gate fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_metric_fails_the_gate_closed() {
+    let env = Env::start().await;
+    env.apply(&agent("silent", 5, &result("success", "", 0)))
+        .await;
+    env.apply(&gate("cov", "test_coverage", "gte", 80.0, true))
+        .await;
+    env.apply(&template_one_step("t", "silent", &["cov"], ""))
+        .await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-4", "t", "ddddddd")).await;
+    let wf = env.wait_state("pr-4", WorkflowState::DorFailed).await;
+    let s = wf.status.unwrap();
+    let g = &s.step("check").unwrap().gates[0];
+    assert_eq!(g.verdict, GateVerdict::Error);
+    assert!(!g.verdict.passes());
+    assert!(g.value.is_none());
+    assert!(!g.message.is_empty(), "the reason is given");
+    op.stop().await;
+}
+
+/// 5. A task that times out is retried with backoff and succeeds on a later attempt; when retries
+/// are exhausted the step escalates (event + condition) and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_retried_then_escalated() {
+    let env = Env::start().await;
+    let flaky = format!(
+        "if [ \"$QMS_ATTEMPT\" = \"1\" ]; then sleep 60; fi; {}",
+        result("success", "", 0)
+    );
+    env.apply(&agent("flaky", 5, &flaky)).await;
+    env.apply(&agent("stuck", 5, "sleep 60")).await;
+    let retry =
+        "      retryPolicy: {base: 2, initialDelay: 1s, maxDelay: 2s, maxAttempts: 3, jitter: 0}\n";
+    let t = |name: &str, agent: &str, attempts: u32| {
+        template_one_step(
+            name,
+            agent,
+            &[],
+            &retry.replace("maxAttempts: 3", &format!("maxAttempts: {attempts}")),
+        )
+        .replace("timeout: 20s", "timeout: 2s")
+        .replace("states:", "escalation: {enabled: true}\n      states:")
+    };
+    env.apply(&t("t-flaky", "flaky", 3)).await;
+    env.apply(&t("t-stuck", "stuck", 2)).await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("flaky", "t-flaky", "eeeeeee")).await;
+    env.apply(&workflow("stuck", "t-stuck", "eeeeeee")).await;
+
+    let wf = env.wait_state("flaky", WorkflowState::Completed).await;
+    let s = wf.status.unwrap();
+    let step = s.step("check").unwrap();
+    assert_eq!(step.attempt, 2, "succeeded on the second attempt");
+    let first = step.tasks.iter().find(|t| t.attempt == 1);
+    if let Some(first) = first {
+        assert_eq!(first.phase, TaskPhase::TimedOut);
+    }
+
+    let wf = env.wait_state("stuck", WorkflowState::DorFailed).await;
+    let s = wf.status.unwrap();
+    let step = s.step("check").unwrap();
+    assert_eq!(step.attempt, 2);
+    assert!(step.escalated);
+    let c = qms_api::Condition::find(&s.conditions, "Escalated").unwrap();
+    assert_eq!(c.status, ConditionStatus::True);
+    let escalated = env.wait_event("stuck", "StepEscalated").await;
+    assert_eq!(escalated.type_.as_deref(), Some("Warning"));
+    // One Job per attempt.
+    let attempts: Vec<String> = env
+        .list_jobs()
+        .await
+        .iter()
+        .filter(|j| label(j, "qms.creo.dev/agent") == "stuck")
+        .map(|j| label(j, "qms.creo.dev/attempt").to_owned())
+        .collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    op.stop().await;
+}
+
+fn template_with_manual(name: &str, agent: &str) -> String {
+    format!(
+        r#"apiVersion: qms.creo.dev/v1
+kind: WorkflowTemplate
+metadata:
+  name: {name}
+spec:
+  steps:
+    - name: check
+      type: parallel
+      agents: [{{name: {agent}}}]
+      timeout: 20s
+      states: {{pending: DOR_PENDING, failed: DOR_FAILED}}
+    - name: final-review
+      type: manual
+      condition: check.success
+      states: {{pending: FINAL_PENDING, failed: FINAL_REJECTED}}
+"#
+    )
+}
+
+/// 6. An approval for an old SHA does not count; a rejection → FINAL_REJECTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejection_and_old_sha_approval() {
+    let env = Env::start().await;
+    env.apply(&agent("ok", 5, &result("success", "", 0))).await;
+    env.apply(&template_with_manual("t", "ok")).await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-6", "t", "fffffff")).await;
+    env.wait_state("pr-6", WorkflowState::FinalPending).await;
+
+    env.decide("pr-6", "final-review", "0123456", "approve")
+        .await;
+    let generation = env.get("pr-6").await.metadata.generation;
+    let wf = env
+        .wait_for("pr-6", "the old-SHA approval to be observed", |wf| {
+            wf.status.as_ref().and_then(|s| s.observed_generation) == generation
+        })
+        .await;
+    assert_eq!(
+        state_of(&wf),
+        WorkflowState::FinalPending,
+        "an approval for another SHA does not count"
+    );
+
+    env.decide("pr-6", "final-review", "fffffff", "reject")
+        .await;
+    let wf = env.wait_state("pr-6", WorkflowState::FinalRejected).await;
+    let step = wf.status.unwrap().step("final-review").unwrap().clone();
+    assert_eq!(step.phase, StepPhase::Failed);
+    op.stop().await;
+}
+
+/// 10. The real `kubectl get qmsworkflows` shows the state columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_shows_state_columns() {
+    let kubectl = tools_bin().join("kubectl");
+    assert!(
+        kubectl.exists(),
+        "kubectl not found at {} (set QMS_TOOLS_BIN or run scripts/install-tools.sh)",
+        kubectl.display()
+    );
+    let env = Env::start().await;
+    env.apply(&agent("ok", 5, &result("success", "", 0))).await;
+    env.apply(&template_with_manual("t", "ok")).await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-10", "t", "abcdef0")).await;
+    env.wait_state("pr-10", WorkflowState::FinalPending).await;
+    let out = std::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(env.sim.kubeconfig_path())
+        .args(["-n", "default", "get", "qmsworkflows"])
+        .output()
+        .expect("kubectl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "REPOSITORY", "PR", "STATE", "STEP", "GATES", "AGE"]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..5],
+        ["pr-10", "creo/app", "7", "FINAL_PENDING", "final-review"],
+        "{stdout}"
+    );
+    op.stop().await;
+}
+
+/// Approves with retries (the API may be injecting faults).
+async fn approve_retrying(env: &Env, name: &str, step: &str, sha: &str) {
+    for _ in 0..100 {
+        if qms_operator::dev::approve(&env.client, &env.ns, name, step, sha, "alice", "approve")
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("could not approve {name}");
+}
+
+/// Drives the example workflow `name` to COMPLETED, approving the final review when it waits.
+fn needs_approval(wf: &qms_api::QmsWorkflow) -> Option<String> {
+    let step = qms_operator::dev::waiting_step(wf)?;
+    let sha = &wf.spec.head_sha;
+    (!wf.spec
+        .approvals
+        .iter()
+        .any(|a| a.step == step && &a.sha == sha))
+    .then_some(step)
+}
+
+/// Jobs per (workflow, run, step, attempt, agent): every tuple exactly once.
+async fn assert_no_duplicate_jobs(env: &Env) -> usize {
+    let jobs = env.list_jobs().await;
+    let mut tuples: BTreeMap<(String, String, String, String, String), u32> = BTreeMap::new();
+    for j in &jobs {
+        let key = (
+            label(j, "qms.creo.dev/workflow").to_owned(),
+            label(j, "qms.creo.dev/run").to_owned(),
+            label(j, "qms.creo.dev/step").to_owned(),
+            label(j, "qms.creo.dev/attempt").to_owned(),
+            label(j, "qms.creo.dev/agent").to_owned(),
+        );
+        *tuples.entry(key).or_insert(0) += 1;
+    }
+    let dups: Vec<_> = tuples.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(dups.is_empty(), "duplicate Jobs: {dups:?}");
+    jobs.len()
+}
+
+/// 7. The operator is stopped and started again at every observed change of the workflow (state,
+/// step, tasks): no duplicate Job, the same final result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_in_every_state_creates_no_duplicates() {
+    let env = Env::start().await;
+    env.apply_examples(false).await;
+    let mut op = Some(env.operator(env.settings()).await);
+    env.apply_examples(true).await;
+    let name = "creo-roo-commander-pr-12345";
+    let mut seen: Vec<String> = Vec::new();
+    let mut restarts = 0;
+    let start = tokio::time::Instant::now();
+    let final_wf = loop {
+        assert!(start.elapsed() < DEADLINE, "gave up; seen {seen:?}");
+        let wf = env.get(name).await;
+        let s = wf.status.clone().unwrap_or_default();
+        let fingerprint = format!(
+            "{} {:?} {:?}",
+            s.state,
+            s.current_step,
+            s.steps
+                .iter()
+                .map(|st| (
+                    st.phase,
+                    st.tasks.iter().map(|t| t.phase).collect::<Vec<_>>()
+                ))
+                .collect::<Vec<_>>()
+        );
+        if seen.last() != Some(&fingerprint) {
+            seen.push(fingerprint);
+            // kill at this point and start a fresh operator
+            if let Some(old) = op.take() {
+                old.stop().await;
+            }
+            op = Some(env.operator(env.settings()).await);
+            restarts += 1;
+        }
+        if let Some(step) = needs_approval(&wf) {
+            approve_retrying(&env, name, &step, &wf.spec.head_sha.clone()).await;
+        }
+        if s.state == WorkflowState::Completed {
+            break wf;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        restarts >= 5,
+        "restarted at {restarts} observed changes: {seen:#?}"
+    );
+    let s = final_wf.status.unwrap();
+    assert_eq!(s.gates.as_deref(), Some("6/6"));
+    assert_eq!(s.run, 1);
+    assert_eq!(assert_no_duplicate_jobs(&env).await, 5);
+    if let Some(op) = op {
+        op.stop().await;
+    }
+}
+
+/// 8. With injected API faults (500, 429, 409, dropped watches) every workflow still ends
+/// correctly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_faults_do_not_change_the_outcome() {
+    use kube_sim::FaultRule;
+    let env = Env::start_with(kube_sim::KubeSim::builder().seed(7)).await;
+    env.apply_examples(false).await;
+    let names: Vec<String> = (1..=3).map(|i| format!("pr-{i}")).collect();
+    for n in &names {
+        env.apply(&workflow(n, "standard-qms-review", "1234567"))
+            .await;
+    }
+    let faults = env.sim.faults();
+    faults.add(FaultRule::error(500).probability(0.08));
+    faults.add(FaultRule::error(503).verb("create").probability(0.1));
+    faults.add(FaultRule::too_many_requests(1).probability(0.03));
+    faults.add(FaultRule::conflict().verb("patch").probability(0.1));
+    let op = env.operator(env.settings()).await;
+    let dropper = {
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                faults.drop_watches();
+            }
+        })
+    };
+    let start = tokio::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "gave up");
+        let mut done = 0;
+        for n in &names {
+            let Ok(wf) = env.workflows().get(n).await else {
+                continue;
+            };
+            if let Some(step) = needs_approval(&wf) {
+                approve_retrying(&env, n, &step, "1234567").await;
+            }
+            let st = state_of(&wf);
+            assert!(
+                !st.is_failure(),
+                "{n} ended in {st}: {}",
+                serde_json::to_string_pretty(&wf.status).unwrap()
+            );
+            if st == WorkflowState::Completed {
+                done += 1;
+            }
+        }
+        if done == names.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    dropper.abort();
+    faults.clear();
+    for n in &names {
+        let s = env.get(n).await.status.unwrap();
+        assert_eq!(s.gates.as_deref(), Some("6/6"), "{n}");
+    }
+    assert_no_duplicate_jobs(&env).await;
+    let errors = qms_operator::http::render_metrics(&op.shared);
+    assert!(
+        errors.contains("qms_reconcile_errors_total"),
+        "faults were hit and counted"
+    );
+    op.stop().await;
+}
+
+/// 9. loadCapacity 1 with three workflows: never more than one Job of that agent at a time, and
+/// the queue drains. Also: with maxConcurrentWorkflows 2 the third workflow waits (Queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_capacity_and_workflow_slots_are_respected() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let env = Env::start().await;
+    env.apply(&agent(
+        "solo",
+        1,
+        &format!("sleep 1; {}", result("success", "", 0)),
+    ))
+    .await;
+    env.apply(&template_one_step("t", "solo", &[], "")).await;
+
+    // Track the Jobs of the agent that are active at the same time, from a watch.
+    let max_active = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tracker = {
+        let api = env.jobs();
+        let max_active = max_active.clone();
+        tokio::spawn(async move {
+            let mut active = std::collections::BTreeSet::new();
+            let stream = watcher(
+                api,
+                watcher::Config::default().labels("qms.creo.dev/agent=solo"),
+            )
+            .default_backoff()
+            .applied_objects();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(job)) = stream.next().await {
+                let finished = job
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed")
+                        })
+                    });
+                if finished {
+                    active.remove(&job.name_any());
+                } else {
+                    active.insert(job.name_any());
+                }
+                max_active.fetch_max(active.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+
+    let settings = qms_operator::Settings {
+        max_concurrent_workflows: 2,
+        ..env.settings()
+    };
+    let op = env.operator(settings).await;
+    for i in 1..=3 {
+        env.apply(&workflow(&format!("cap-{i}"), "t", "9999999"))
+            .await;
+    }
+    // With two slots, one of the three must wait in INITIALIZED with the Queued condition.
+    env.wait_for("cap-3", "queued or started", |wf| wf.status.is_some())
+        .await;
+    let queued = env
+        .wait_for("cap-3", "cap-3 queued (two slots taken)", |wf| {
+            state_of(wf) == WorkflowState::Initialized || state_of(wf) == WorkflowState::Completed
+        })
+        .await;
+    if state_of(&queued) == WorkflowState::Initialized {
+        let c = qms_api::Condition::find(&queued.status.as_ref().unwrap().conditions, "Queued");
+        assert_eq!(c.map(|c| c.status), Some(ConditionStatus::True));
+    }
+    for i in 1..=3 {
+        env.wait_state(&format!("cap-{i}"), WorkflowState::Completed)
+            .await;
+    }
+    tracker.abort();
+    assert_eq!(
+        max_active.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "loadCapacity 1 was exceeded"
+    );
+    assert_eq!(assert_no_duplicate_jobs(&env).await, 3);
+    op.stop().await;
+}
+
+/// Start-up stops with a message naming the CRD and how to install it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_crd_stops_start_up_with_a_hint() {
+    init_tracing();
+    let sim = kube_sim::KubeSim::builder()
+        .without_kubelet()
+        .start()
+        .await
+        .unwrap();
+    let err = match qms_operator::start(
+        sim.client(),
+        qms_operator::Settings::default(),
+        qms_operator::Http::Off,
+    )
+    .await
+    {
+        Ok(_) => panic!("started without CRDs"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("workflowtemplates.qms.creo.dev"), "{err}");
+    assert!(err.contains("kubectl apply -f crds/"), "{err}");
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// /healthz, /readyz (after the caches synced) and /metrics; the router takes more routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_serve_health_readiness_and_metrics() {
+    let env = Env::start().await;
+    env.apply_examples(false).await;
+    let settings = qms_operator::Settings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..env.settings()
+    };
+    let extra = axum::Router::new().route(
+        "/webhooks/github",
+        axum::routing::post(|| async { "accepted" }),
+    );
+    let op = qms_operator::start(
+        env.client.clone(),
+        settings,
+        qms_operator::Http::On { extra: Some(extra) },
+    )
+    .await
+    .unwrap();
+    let addr = op.http_addr.unwrap();
+    op.wait_ready().await;
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    let (code, body) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("qms_workflows{state=\"INITIALIZED\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("qms_agent_capacity{agent=\"qms-dor-validator\"} 10"),
+        "{body}"
+    );
+    assert_eq!(
+        http_get(addr, "/webhooks/github").await.0,
+        405,
+        "merged route exists (POST only)"
+    );
+    op.stop().await;
+}
+
+/// `qms-operator run` refuses a config file with an unknown key, naming it, before connecting.
+#[test]
+fn run_refuses_unknown_config_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qms.yaml");
+    std::fs::write(
+        &path,
+        "orchestrator:\n  workflow_engine:\n    max_concurent_workflows: 3\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qms-operator"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("KUBECONFIG", dir.path().join("none"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("max_concurent_workflows"), "{stderr}");
+}
+
+/// Baseline ratchet: a COMPLETED run records its value as the gate's baseline for the repository
+/// and base branch; a later run that regresses beyond the tolerance fails the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_runs_set_the_baseline_and_regressions_fail() {
+    let env = Env::start().await;
+    let script = format!(
+        "if [ \"$QMS_HEAD_SHA\" = \"1111111\" ]; then {}; else {}; fi",
+        result("success", r#""coverage":85"#, 0),
+        result("success", r#""coverage":80"#, 0)
+    );
+    env.apply(&agent("cov", 5, &script)).await;
+    env.apply(&format!(
+        "{}  baseline: {{enabled: true, tolerance: 1}}\n",
+        gate("ratchet", "coverage", "gte", 50.0, true)
+    ))
+    .await;
+    env.apply(&template_one_step("t", "cov", &["ratchet"], ""))
+        .await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("first", "t", "1111111")).await;
+    env.wait_state("first", WorkflowState::Completed).await;
+
+    let gates: kube::Api<qms_api::QualityGate> =
+        kube::Api::namespaced(env.client.clone(), "default");
+    let start = tokio::time::Instant::now();
+    loop {
+        let g = gates.get("ratchet").await.unwrap();
+        let b = g.status.unwrap_or_default().baselines;
+        if let Some(b) = b
+            .iter()
+            .find(|b| b.repository == "creo/app" && b.branch == "main")
+        {
+            assert_eq!((b.value, b.sha.as_str()), (85.0, "1111111"));
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "no baseline recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    env.apply(&workflow("second", "t", "2222222")).await;
+    let wf = env.wait_state("second", WorkflowState::DorFailed).await;
+    let g = wf.status.unwrap().step("check").unwrap().gates[0].clone();
+    assert_eq!(
+        (g.verdict, g.value),
+        (GateVerdict::Failed, Some(80.0)),
+        "{}",
+        g.message
+    );
+    op.stop().await;
+}
+
+/// `--namespace` limits the operator to those namespaces (one cache set per namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_given_namespaces_are_reconciled() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let env = Env::start().await;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(env.client.clone());
+    for ns in ["team-a", "team-b"] {
+        let obj: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        namespaces.create(&Default::default(), &obj).await.unwrap();
+    }
+    for ns in ["team-a", "team-b", "default"] {
+        for yaml in [
+            agent("ok", 5, &result("success", "", 0)),
+            template_one_step("t", "ok", &[], ""),
+            workflow("wf", "t", "5555555"),
+        ] {
+            qms_operator::dev::apply_yaml(&env.client, ns, &yaml)
+                .await
+                .unwrap();
+        }
+    }
+    let settings = qms_operator::Settings {
+        namespaces: vec!["team-a".into(), "team-b".into()],
+        max_concurrent_workflows: 1,
+        ..env.settings()
+    };
+    let op = env.operator(settings).await;
+    let mut env = env;
+    for ns in ["team-a", "team-b"] {
+        env.ns = ns.into();
+        env.wait_state("wf", WorkflowState::Completed).await;
+    }
+    // `default` was never touched
+    env.ns = "default".into();
+    let untouched = env.get("wf").await;
+    assert!(untouched.status.is_none(), "{:?}", untouched.status);
+    assert!(untouched.finalizers().is_empty());
+    op.stop().await;
+}
+
+/// An explicit retry (`spec.retry`) re-runs a failed workflow once per retry id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_retry_runs_the_failed_step_again() {
+    let env = Env::start().await;
+    let script = format!(
+        "if [ \"$QMS_RUN\" = \"1\" ]; then {}; else {}; fi",
+        result("failure", "", 1),
+        result("success", "", 0)
+    );
+    env.apply(&agent("flaky", 5, &script)).await;
+    env.apply(&template_one_step("t", "flaky", &[], "")).await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-r", "t", "7777777")).await;
+    env.wait_state("pr-r", WorkflowState::DorFailed).await;
+
+    let patch =
+        serde_json::json!({"spec": {"retry": {"id": "retry-1", "step": "check", "by": "alice"}}});
+    env.workflows()
+        .patch(
+            "pr-r",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let wf = env.wait_state("pr-r", WorkflowState::Completed).await;
+    let s = wf.status.unwrap();
+    assert_eq!(s.last_retry_id.as_deref(), Some("retry-1"));
+    assert!(s.run >= 2, "the retry started a new run");
+    op.stop().await;
+}
+
+/// Deleting a workflow deletes its Jobs (finalizer `qms.creo.dev/cleanup`), then the workflow goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_workflow_cleans_up_its_jobs() {
+    let env = Env::start().await;
+    env.apply(&agent("slow", 5, "sleep 60")).await;
+    env.apply(&template_one_step("t", "slow", &[], "")).await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-d", "t", "8888888")).await;
+    let wf = env
+        .wait_for("pr-d", "a running task", |wf| {
+            wf.status
+                .as_ref()
+                .and_then(|s| s.step("check"))
+                .is_some_and(|s| s.tasks.iter().any(|t| t.phase == TaskPhase::Running))
+        })
+        .await;
+    assert!(wf.finalizers().iter().any(|f| f == "qms.creo.dev/cleanup"));
+    let start = tokio::time::Instant::now();
+    while env.list_jobs().await.is_empty() {
+        assert!(start.elapsed() < DEADLINE, "the Job was never created");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.workflows()
+        .delete("pr-d", &Default::default())
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    loop {
+        let gone = env.workflows().get_opt("pr-d").await.unwrap().is_none();
+        let jobs_left = env
+            .list_jobs()
+            .await
+            .into_iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .count();
+        if gone && jobs_left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "gone={gone} jobs_left={jobs_left}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    op.stop().await;
+}
