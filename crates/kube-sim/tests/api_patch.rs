@@ -45,6 +45,27 @@ async fn json_patch_with_test_op() {
     assert_eq!(api.get("j").await.unwrap().data.unwrap()["b"], "3");
 }
 
+#[tokio::test]
+async fn json_patch_test_of_null_passes_for_a_missing_path_as_the_apiserver_does() {
+    let sim = sim().await;
+    let client = sim.client();
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "j"}, "data": {"a": "1"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    // What kube-runtime's finalizer() sends to add the first finalizer.
+    let first = r#"[{"op":"test","path":"/metadata/finalizers","value":null},{"op":"add","path":"/metadata/finalizers","value":["x.io/f"]}]"#;
+    let r = patch_raw(&client, "application/json-patch+json", first).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["metadata"]["finalizers"], json!(["x.io/f"]));
+    // Once the path exists, the same test fails: null does not match the list.
+    let again = patch_raw(&client, "application/json-patch+json", first).await;
+    assert_eq!(again.status, 422, "{}", again.text);
+}
+
 async fn patch_raw(client: &kube::Client, ct: &str, body: &str) -> Resp {
     patch(client, "/api/v1/namespaces/default/configmaps/j", ct, body).await
 }

@@ -61,14 +61,28 @@ pub fn apply_patch(kind: PatchType, original: &Value, body: &[u8]) -> ApiResult<
                 ))
             })?;
             let mut doc = original.clone();
-            json_patch::patch(&mut doc, &patch).map_err(|e| {
-                // A failed `test` op is a conflict-free rejection: the real server answers 422.
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )
-            })?;
+            for (index, op) in patch.0.into_iter().enumerate() {
+                // The apiserver's JSON patch library (evanphx/json-patch) lets `test` with value
+                // null pass when the path does not exist; kube-runtime's `finalizer()` relies on
+                // it to add the first finalizer. RFC 6902 alone would fail that test.
+                if let json_patch::PatchOperation::Test(t) = &op
+                    && t.value.is_null()
+                    && doc.pointer(t.path.as_str()).is_none()
+                {
+                    continue;
+                }
+                json_patch::patch(&mut doc, &[op]).map_err(|e| {
+                    // A failed `test` op is a conflict-free rejection: the real server answers 422.
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: \
+                             operation {index}: {e}"
+                        ),
+                    )
+                })?;
+            }
             Ok(doc)
         }
         PatchType::Merge => {
