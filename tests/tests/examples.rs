@@ -56,10 +56,10 @@ fn json_schema_for(kind: &str) -> Value {
     fn nullable_to_null_type(v: &mut Value) {
         match v {
             Value::Object(map) => {
-                if map.remove("nullable") == Some(Value::Bool(true)) {
-                    if let Some(Value::String(t)) = map.get("type").cloned() {
-                        map.insert("type".into(), serde_json::json!([t, "null"]));
-                    }
+                if map.remove("nullable") == Some(Value::Bool(true))
+                    && let Some(Value::String(t)) = map.get("type").cloned()
+                {
+                    map.insert("type".into(), serde_json::json!([t, "null"]));
                 }
                 map.values_mut().for_each(nullable_to_null_type);
             }

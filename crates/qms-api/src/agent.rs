@@ -9,20 +9,25 @@ use crate::duration::KubeDuration;
 
 /// Agent priority; among agents with the same capability and free capacity, higher wins.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Low,
+    #[default]
     Medium,
     High,
     Critical,
-}
-
-impl Default for Priority {
-    fn default() -> Self {
-        Self::Medium
-    }
 }
 
 /// When an agent counts as unhealthy: `failureThreshold` task failures or timeouts within `window`.

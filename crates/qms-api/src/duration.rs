@@ -134,7 +134,10 @@ mod tests {
             let e = KubeDuration::parse(bad).unwrap_err();
             assert_eq!(e.input, bad);
         }
-        assert_eq!(KubeDuration::parse("10").unwrap_err().reason, "missing unit");
+        assert_eq!(
+            KubeDuration::parse("10").unwrap_err().reason,
+            "missing unit"
+        );
     }
 
     #[test]

@@ -26,9 +26,9 @@ pub use template::{
     WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
 pub use workflow::{
-    Approval, CheckRunRef, Decision, GateResult, GateVerdict, Override, QmsWorkflow, QmsWorkflowSpec,
-    QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase, TaskResultSummary,
-    TaskStatus, TemplateRef, Transition,
+    Approval, CheckRunRef, Decision, GateResult, GateVerdict, Override, QmsWorkflow,
+    QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase,
+    TaskResultSummary, TaskStatus, TemplateRef, Transition,
 };
 
 /// API group of every qms-operator resource.

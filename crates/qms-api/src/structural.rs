@@ -33,7 +33,9 @@ fn check(node: &Value, path: &str, root: bool, in_value_validation: bool, out: &
         .unwrap_or(false);
     let ty = obj.get("type").and_then(Value::as_str);
     if !in_value_validation && ty.is_none() && !int_or_string && !preserve {
-        out.push(format!("{path}.type: Required value: must not be empty for specified fields"));
+        out.push(format!(
+            "{path}.type: Required value: must not be empty for specified fields"
+        ));
     }
     if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
         out.push(format!(
@@ -41,15 +43,17 @@ fn check(node: &Value, path: &str, root: bool, in_value_validation: bool, out: &
         ));
     }
     if ty == Some("array") && !obj.contains_key("items") && !in_value_validation {
-        out.push(format!("{path}.items: Required value: must be specified for arrays"));
+        out.push(format!(
+            "{path}.items: Required value: must be specified for arrays"
+        ));
     }
-    if root {
-        if let Some(meta) = obj.get("properties").and_then(|p| p.get("metadata")) {
-            let allowed = ["type", "properties", "description"];
-            if let Some(m) = meta.as_object() {
-                for k in m.keys().filter(|k| !allowed.contains(&k.as_str())) {
-                    out.push(format!("{path}.properties[metadata].{k}: Forbidden: must not be specified"));
-                }
+    if root && let Some(meta) = obj.get("properties").and_then(|p| p.get("metadata")) {
+        let allowed = ["type", "properties", "description"];
+        if let Some(m) = meta.as_object() {
+            for k in m.keys().filter(|k| !allowed.contains(&k.as_str())) {
+                out.push(format!(
+                    "{path}.properties[metadata].{k}: Forbidden: must not be specified"
+                ));
             }
         }
     }
@@ -66,22 +70,47 @@ fn check(node: &Value, path: &str, root: bool, in_value_validation: bool, out: &
     }
     if let Some(props) = obj.get("properties").and_then(Value::as_object) {
         for (name, sub) in props {
-            check(sub, &format!("{path}.properties[{name}]"), false, in_value_validation, out);
+            check(
+                sub,
+                &format!("{path}.properties[{name}]"),
+                false,
+                in_value_validation,
+                out,
+            );
         }
     }
     if let Some(items) = obj.get("items") {
-        check(items, &format!("{path}.items"), false, in_value_validation, out);
+        check(
+            items,
+            &format!("{path}.items"),
+            false,
+            in_value_validation,
+            out,
+        );
     }
     if let Some(ap) = obj.get("additionalProperties").filter(|v| v.is_object()) {
-        check(ap, &format!("{path}.additionalProperties"), false, in_value_validation, out);
+        check(
+            ap,
+            &format!("{path}.additionalProperties"),
+            false,
+            in_value_validation,
+            out,
+        );
     }
 }
 
 fn check_value_validation(node: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(obj) = node.as_object() {
-        for key in ["type", "default", "nullable", "x-kubernetes-preserve-unknown-fields"] {
+        for key in [
+            "type",
+            "default",
+            "nullable",
+            "x-kubernetes-preserve-unknown-fields",
+        ] {
             if obj.contains_key(key) {
-                out.push(format!("{path}.{key}: Forbidden: must be empty to be structural"));
+                out.push(format!(
+                    "{path}.{key}: Forbidden: must be empty to be structural"
+                ));
             }
         }
     }
@@ -103,7 +132,11 @@ mod tests {
             }
         });
         let v = violations(&schema);
-        assert!(v.iter().any(|m| m.starts_with("openAPIV3Schema.properties[spec].properties[a].type")), "{v:?}");
+        assert!(
+            v.iter()
+                .any(|m| m.starts_with("openAPIV3Schema.properties[spec].properties[a].type")),
+            "{v:?}"
+        );
         assert!(v.iter().any(|m| m.contains("properties[b].$ref")), "{v:?}");
     }
 

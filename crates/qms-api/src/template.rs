@@ -135,7 +135,10 @@ pub struct StepStates {
 #[x_kube(validation = Rule::new("self.type == 'manual' || size(self.agents) > 0").message("a step that is not manual needs at least one agent"))]
 pub struct TemplateStep {
     /// Unique within the template; also the check run name `QMS / <name>`.
-    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     #[serde(rename = "type")]
     pub type_: StepType,
@@ -153,7 +156,9 @@ pub struct TemplateStep {
     pub retry_policy: Option<RetryPolicy>,
     /// `<step>.success`, `<step>.failure`, `<step>.skipped` or `always`; an earlier step only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(always|[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(success|failure|skipped))$"))]
+    #[schemars(regex(
+        pattern = r"^(always|[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(success|failure|skipped))$"
+    ))]
     pub condition: Option<String>,
     /// Run the agents of a conditional or manual step in parallel instead of in order.
     #[serde(default)]

@@ -112,7 +112,9 @@ pub struct QmsWorkflowSpec {
 }
 
 /// Progress of one step in the current run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default,
+)]
 pub enum StepPhase {
     #[default]
     Pending,
