@@ -73,7 +73,8 @@ pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
 
 fn storage_hash(rt: &ResourceType) -> String {
     use base64::Engine;
-    let digest = format!("{}/{}/{}", rt.group, rt.storage_version, rt.kind);
+    // Both Event APIs share one storage, hence one hash (as on a real apiserver).
+    let digest = format!("{}/{}/{}", rt.storage_group, rt.storage_version, rt.kind);
     let mut h: u64 = 1469598103934665603;
     for b in digest.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(1099511628211);

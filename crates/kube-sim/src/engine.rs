@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::builtin;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::events::{self, Version};
 use crate::faults::{Counters, Faults};
 use crate::meta::{self, NameRule};
 use crate::patch::managed::{self, Scope};
@@ -98,12 +99,60 @@ fn shape_of(rt: &ResourceType) -> Shape<'_> {
     Shape::for_type(rt.schema.as_ref(), rt.custom)
 }
 
-/// The object as served at `rt`'s version (objects are stored at the storage version).
+/// The object as served at `rt`'s version (objects are stored at the storage version; Events
+/// are converted between core v1 and events.k8s.io/v1). Presenting an object that already is
+/// at `rt`'s version changes nothing.
 pub fn present(rt: &ResourceType, obj: &Value) -> Value {
-    let mut v = obj.clone();
+    let mut v = if events::is_event(&rt.group, &rt.kind) {
+        let from = Version::of_object(obj).unwrap_or(Version::of_group(&rt.storage_group));
+        events::convert(obj, from, Version::of_group(&rt.group))
+    } else {
+        obj.clone()
+    };
     v["apiVersion"] = json!(rt.api_version());
     v["kind"] = json!(rt.kind);
     v
+}
+
+/// A stored object as the starting point of a write at `rt`'s version: presented, with the field
+/// sets of `managedFields` expressed in that version too (as the apiserver's field manager
+/// converts them), so that old and new compare like with like.
+fn for_write(rt: &ResourceType, stored: &Value) -> Arc<Value> {
+    let mut v = present(rt, stored);
+    if events::is_event(&rt.group, &rt.kind) {
+        events::managed_fields_to(&mut v, Version::of_group(&rt.group));
+    }
+    Arc::new(v)
+}
+
+/// An object written at `rt`'s version, converted to the storage version (the inverse of
+/// [`for_write`]; `managedFields` sets go back to the version of their entry).
+fn to_storage(rt: &ResourceType, obj: Value) -> Value {
+    let mut v = if events::is_event(&rt.group, &rt.kind) {
+        let from = Version::of_group(&rt.group);
+        let mut v = events::convert(&obj, from, Version::of_group(&rt.storage_group));
+        events::managed_fields_home(&mut v, from);
+        v
+    } else {
+        obj
+    };
+    v["apiVersion"] = json!(rt.storage_api_version());
+    v
+}
+
+/// An object prepared by [`for_write`] as served: `managedFields` sets in their entries' versions.
+fn served(rt: &ResourceType, mut obj: Value) -> Value {
+    if events::is_event(&rt.group, &rt.kind) {
+        events::managed_fields_home(&mut obj, Version::of_group(&rt.group));
+    }
+    obj
+}
+
+/// The stored object `ns/name` of `rt`'s resource, ready for a write at `rt`'s version.
+fn load(st: &State, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
+    st.store
+        .get(&rt.store_key(), ns, name)
+        .map(|o| for_write(rt, &o))
 }
 
 fn tracks_generation(rt: &ResourceType) -> bool {
@@ -361,36 +410,41 @@ impl Engine {
         for f in ["labels", "annotations"] {
             errors.extend(meta::validate_string_map(obj, f));
         }
+        let mut unknown_fields = Vec::new();
         if rt.custom
             && let Some(schema) = &rt.schema
         {
             let adm = schema::admit(schema, obj, old);
-            if !adm.unknown_fields.is_empty() {
-                match opts.validation {
-                    FieldValidation::Strict => {
-                        let list: Vec<String> = adm
-                            .unknown_fields
-                            .iter()
-                            .map(|f| format!("unknown field {f:?}"))
-                            .collect();
-                        return Err(ApiError::bad_request(format!(
-                            "{kind} in version {v:?} cannot be handled as a {kind}: strict decoding error: {}",
-                            list.join(", "),
-                            kind = rt.kind,
-                            v = rt.version
-                        )));
-                    }
-                    FieldValidation::Warn => {
-                        warnings.extend(
-                            adm.unknown_fields
-                                .iter()
-                                .map(|f| format!("unknown field {f:?}")),
-                        );
-                    }
-                    FieldValidation::Ignore => {}
-                }
-            }
+            unknown_fields.extend(adm.unknown_fields);
             errors.extend(adm.errors);
+        }
+        if events::is_event(&rt.group, &rt.kind) {
+            // The other Event version's fields (`message` in events.k8s.io/v1, ...) are unknown.
+            unknown_fields.extend(events::prune_foreign(obj, Version::of_group(&rt.group)));
+        }
+        if !unknown_fields.is_empty() {
+            match opts.validation {
+                FieldValidation::Strict => {
+                    let list: Vec<String> = unknown_fields
+                        .iter()
+                        .map(|f| format!("unknown field {f:?}"))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{kind} in version {v:?} cannot be handled as a {kind}: strict decoding error: {}",
+                        list.join(", "),
+                        kind = rt.kind,
+                        v = rt.version
+                    )));
+                }
+                FieldValidation::Warn => {
+                    warnings.extend(
+                        unknown_fields
+                            .iter()
+                            .map(|f| format!("unknown field {f:?}")),
+                    );
+                }
+                FieldValidation::Ignore => {}
+            }
         }
         errors.extend(builtin::validate(rt, obj));
         if is_crd(rt) {
@@ -477,7 +531,8 @@ impl Engine {
         {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
-        body["apiVersion"] = json!(format_api_version(&rt.group, &rt.storage_version));
+        // The write is processed at the request's version and converted when stored.
+        body["apiVersion"] = json!(rt.api_version());
         body["kind"] = json!(rt.kind);
         {
             let m = body["metadata"]
@@ -518,12 +573,12 @@ impl Engine {
         }
         if opts.dry_run {
             return Ok(WriteOutcome {
-                object: present(rt, &body),
+                object: body,
                 warnings,
                 created: true,
             });
         }
-        let stored = st.store.put(&key, body)?;
+        let stored = st.store.put(&key, to_storage(rt, body))?;
         if is_crd(rt) {
             self.rebuild_registry(st);
         }
@@ -576,7 +631,7 @@ impl Engine {
             }
         }
         let mut st = self.lock();
-        let Some(old) = st.store.get(&rt.store_key(), ns, name) else {
+        let Some(old) = load(&st, rt, ns, name) else {
             return Err(ApiError::not_found(&rt.group, &rt.plural, name));
         };
         let rv = meta_str(&body, "resourceVersion");
@@ -590,7 +645,8 @@ impl Engine {
     }
 
     /// Common tail of PUT and PATCH: isolation rules, validation, generation, managed fields,
-    /// no-op detection, storage, and finalization.
+    /// no-op detection, storage, and finalization. `old` and `new` are at `rt`'s version
+    /// (`old` from [`load`]).
     #[allow(clippy::too_many_arguments)]
     fn finish_update(
         &self,
@@ -703,7 +759,7 @@ impl Engine {
         }
         if comparable(&new) == comparable(old) {
             return Ok(WriteOutcome {
-                object: present(rt, old),
+                object: served(rt, (**old).clone()),
                 warnings,
                 created: false,
             });
@@ -711,7 +767,7 @@ impl Engine {
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if opts.dry_run {
             return Ok(WriteOutcome {
-                object: present(rt, &new),
+                object: served(rt, new),
                 warnings,
                 created: false,
             });
@@ -723,11 +779,11 @@ impl Engine {
         let key = rt.store_key();
         let out = if finalized {
             let ns = meta_str(&new, "namespace").to_owned();
-            st.store.put(&key, new)?;
+            st.store.put(&key, to_storage(rt, new))?;
             let gone = crate::gc::remove_now(self, st, &key, &ns, &name)?;
             gone.unwrap_or_else(|| Arc::new(Value::Null))
         } else {
-            st.store.put(&key, new)?
+            st.store.put(&key, to_storage(rt, new))?
         };
         if is_crd(rt) {
             self.rebuild_registry(st);
@@ -755,10 +811,10 @@ impl Engine {
             return self.apply(rt, ns, name, body, status, opts);
         }
         let mut st = self.lock();
-        let Some(old) = st.store.get(&rt.store_key(), ns, name) else {
+        let Some(old) = load(&st, rt, ns, name) else {
             return Err(ApiError::not_found(&rt.group, &rt.plural, name));
         };
-        let patched = patch::apply_patch(kind, &present(rt, &old), body)?;
+        let patched = patch::apply_patch(kind, &old, body)?;
         if !patched.is_object() {
             return Err(ApiError::bad_request("patch result is not an object"));
         }
@@ -804,10 +860,10 @@ impl Engine {
             )));
         }
         let mut st = self.lock();
-        let existing = st.store.get(&rt.store_key(), ns, name);
+        let existing = load(&st, rt, ns, name);
         let scope = scope_of(rt, status);
         let live = match &existing {
-            Some(o) => present(rt, o),
+            Some(o) => (**o).clone(),
             None => {
                 if status {
                     return Err(ApiError::not_found(&rt.group, &rt.plural, name));
@@ -903,14 +959,6 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-}
-
-fn format_api_version(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        version.to_owned()
-    } else {
-        format!("{group}/{version}")
     }
 }
 

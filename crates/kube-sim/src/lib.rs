@@ -18,6 +18,7 @@ mod builtin;
 mod discovery;
 mod engine;
 mod error;
+mod events;
 mod faults;
 mod gc;
 mod http;
@@ -140,9 +141,10 @@ impl KubeSimBuilder {
             Some(path) => {
                 let records = Wal::read(path)?;
                 for r in records {
-                    match (r.op.as_str(), r.object) {
-                        ("put", Some(obj)) => store.load(&r.key, obj, r.rv),
-                        ("del", _) => store.unload(&r.key, &r.ns, &r.name, r.rv),
+                    let (key, object) = events::migrate_record(&r.key, r.object);
+                    match (r.op.as_str(), object) {
+                        ("put", Some(obj)) => store.load(&key, obj, r.rv),
+                        ("del", _) => store.unload(&key, &r.ns, &r.name, r.rv),
                         _ => {}
                     }
                 }

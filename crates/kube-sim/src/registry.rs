@@ -37,14 +37,26 @@ pub struct ResourceType {
     pub schema: Option<Value>,
     /// True for custom resources (strategic merge patch is refused, schema applies).
     pub custom: bool,
-    /// The CRD's storage version; objects are stored with this apiVersion.
+    /// The group whose storage holds the objects: the own group, except for events.k8s.io
+    /// Events, which are core Events served in another version (see `events.rs`).
+    pub storage_group: String,
+    /// The storage version (of `storage_group`); objects are stored with this apiVersion.
     pub storage_version: String,
 }
 
 impl ResourceType {
     /// Key of the storage bucket shared by all versions of the resource.
     pub fn store_key(&self) -> String {
-        format!("{}/{}", self.group, self.plural)
+        format!("{}/{}", self.storage_group, self.plural)
+    }
+
+    /// The apiVersion objects are stored with.
+    pub fn storage_api_version(&self) -> String {
+        if self.storage_group.is_empty() {
+            self.storage_version.clone()
+        } else {
+            format!("{}/{}", self.storage_group, self.storage_version)
+        }
     }
 
     pub fn api_version(&self) -> String {
@@ -404,6 +416,12 @@ fn builtin_types() -> Vec<Arc<ResourceType>> {
                 columns: Vec::new(),
                 schema: None,
                 custom: false,
+                // events.k8s.io/v1 Events are stored as core v1 Events, like the apiserver does.
+                storage_group: if crate::events::is_event(b.group, b.kind) {
+                    String::new()
+                } else {
+                    b.group.to_owned()
+                },
                 storage_version: b.version.to_owned(),
             })
         })
@@ -590,6 +608,7 @@ pub fn types_from_crd(crd: &Value) -> Vec<Arc<ResourceType>> {
                     .as_object()
                     .map(|o| Value::Object(o.clone())),
                 custom: true,
+                storage_group: group.clone(),
                 storage_version: storage_version.clone(),
             }))
         })

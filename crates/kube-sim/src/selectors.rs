@@ -1,5 +1,7 @@
 //! Label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!`exists) and field selectors
-//! (`=`, `==`, `!=` on a per-type allow-list of fields, like the real apiserver).
+//! (`=`, `==`, `!=` on a per-type allow-list of fields, like the real apiserver). Field selectors
+//! are matched against stored objects: labels of a version stored in another shape are
+//! translated first (events.k8s.io/v1 `regarding.name` selects core `involvedObject.name`).
 
 use serde_json::Value;
 
@@ -131,10 +133,12 @@ impl LabelSelector {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldSelector {
+    /// (label in the storage shape, equal?, value)
     reqs: Vec<(String, bool, String)>,
 }
 
-/// Fields a type can be selected on, besides `metadata.name` / `metadata.namespace`.
+/// Fields a type can be selected on, besides `metadata.name` / `metadata.namespace`
+/// (core Events: `EventToSelectableFields` of k8s.io/api core/v1).
 fn allowed_fields(group: &str, plural: &str) -> &'static [&'static str] {
     match (group, plural) {
         ("", "pods") => &[
@@ -160,14 +164,6 @@ fn allowed_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
-        ("events.k8s.io", "events") => &[
-            "regarding.kind",
-            "regarding.name",
-            "regarding.namespace",
-            "regarding.uid",
-            "reason",
-            "type",
-        ],
         ("", "secrets") => &["type"],
         ("", "namespaces") => &["status.phase"],
         ("batch", "jobs") => &["status.successful"],
@@ -175,10 +171,26 @@ fn allowed_fields(group: &str, plural: &str) -> &'static [&'static str] {
     }
 }
 
+/// The label a selector on `(group, plural)` uses in the stored object; `None`: not supported.
+fn storage_label(group: &str, plural: &str, label: &str) -> Option<String> {
+    if label == "metadata.name" || label == "metadata.namespace" {
+        return Some(label.to_owned());
+    }
+    if group == crate::events::GROUP && plural == "events" {
+        return crate::events::field_label(label).map(str::to_owned);
+    }
+    allowed_fields(group, plural)
+        .contains(&label)
+        .then(|| label.to_owned())
+}
+
 fn field_value(obj: &Value, path: &str) -> String {
     if path == "source" {
-        return obj["source"]["component"]
-            .as_str()
+        // An Event's source: `source.component`, else the reporting controller.
+        return [&obj["source"]["component"], &obj["reportingComponent"]]
+            .into_iter()
+            .filter_map(Value::as_str)
+            .find(|s| !s.is_empty())
             .unwrap_or_default()
             .to_owned();
     }
@@ -209,15 +221,12 @@ impl FieldSelector {
                 )));
             };
             let k = k.trim();
-            if k != "metadata.name"
-                && k != "metadata.namespace"
-                && !allowed_fields(group, plural).contains(&k)
-            {
+            let Some(label) = storage_label(group, plural, k) else {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {k}"
                 )));
-            }
-            reqs.push((k.to_owned(), eq, v.trim().to_owned()));
+            };
+            reqs.push((label, eq, v.trim().to_owned()));
         }
         Ok(FieldSelector { reqs })
     }
@@ -273,5 +282,47 @@ mod tests {
                 .matches(&pod)
         );
         assert!(FieldSelector::parse("spec.foo=x", "", "configmaps").is_err());
+    }
+
+    #[test]
+    fn event_labels_of_both_versions_select_the_stored_event() {
+        let ev = json!({"metadata": {"name": "e"}, "involvedObject": {"name": "cm", "kind": "ConfigMap"},
+                        "reportingComponent": "ctl", "reason": "R"});
+        for (group, sel, want) in [
+            (
+                "",
+                "involvedObject.name=cm,involvedObject.kind=ConfigMap",
+                true,
+            ),
+            ("", "source=ctl", true),
+            ("", "reportingComponent=ctl", true),
+            (
+                "events.k8s.io",
+                "regarding.name=cm,regarding.kind=ConfigMap",
+                true,
+            ),
+            ("events.k8s.io", "regarding.name=other", false),
+            ("events.k8s.io", "reportingController=ctl,reason=R", true),
+            ("events.k8s.io", "source=ctl", true),
+        ] {
+            assert_eq!(
+                FieldSelector::parse(sel, group, "events")
+                    .unwrap()
+                    .matches(&ev),
+                want,
+                "{group}: {sel}"
+            );
+        }
+        for (group, sel) in [
+            ("events.k8s.io", "involvedObject.name=cm"),
+            ("events.k8s.io", "reportingComponent=ctl"),
+            ("", "regarding.name=cm"),
+            ("", "reportingController=ctl"),
+        ] {
+            assert!(
+                FieldSelector::parse(sel, group, "events").is_err(),
+                "{group}: {sel}"
+            );
+        }
     }
 }

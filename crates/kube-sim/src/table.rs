@@ -372,6 +372,166 @@ fn job_duration(o: &Value) -> Value {
     }
 }
 
+// ---- events ----------------------------------------------------------------------------------
+// `printEvent` of k8s.io/kubernetes pkg/printers/internalversion, on the core (storage) shape.
+// The apiserver prints the wide form; kubectl hides the priority-1 columns unless `-o wide`.
+
+fn is_set(ts: &Value) -> bool {
+    ts.as_str().is_some_and(|s| !s.is_empty())
+}
+
+fn text(v: &Value) -> Value {
+    json!(v.as_str().unwrap_or_default())
+}
+
+fn event_first_seen(o: &Value) -> String {
+    if is_set(&o["firstTimestamp"]) {
+        age(&o["firstTimestamp"])
+    } else {
+        age(&o["eventTime"])
+    }
+}
+
+fn event_last_seen(o: &Value) -> Value {
+    let seen = if o["series"].is_object() {
+        age(&o["series"]["lastObservedTime"])
+    } else if is_set(&o["lastTimestamp"]) {
+        age(&o["lastTimestamp"])
+    } else {
+        event_first_seen(o)
+    };
+    json!(seen)
+}
+
+fn event_count(o: &Value) -> Value {
+    if o["series"].is_object() {
+        return json!(o["series"]["count"].as_i64().unwrap_or(0));
+    }
+    // Singleton events don't have a count set in the new API.
+    json!(o["count"].as_i64().filter(|c| *c != 0).unwrap_or(1))
+}
+
+fn event_object(o: &Value) -> Value {
+    let kind = o["involvedObject"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    match o["involvedObject"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+    {
+        Some(name) => json!(format!("{kind}/{name}")),
+        None => json!(kind),
+    }
+}
+
+/// `formatEventSource`: component (else reporting controller), then ", host" (else instance).
+fn event_source(o: &Value) -> Value {
+    let first = |a: &Value, b: &Value| -> String {
+        [a, b]
+            .into_iter()
+            .filter_map(Value::as_str)
+            .find(|s| !s.is_empty())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let component = first(&o["source"]["component"], &o["reportingComponent"]);
+    let instance = first(&o["source"]["host"], &o["reportingInstance"]);
+    if instance.is_empty() {
+        json!(component)
+    } else {
+        json!(format!("{component}, {instance}"))
+    }
+}
+
+fn event_columns() -> BuiltinColumns {
+    let defs = vec![
+        coldef(
+            "Last Seen",
+            "string",
+            "",
+            "The time at which the most recent occurrence of this event was recorded.",
+            0,
+        ),
+        coldef(
+            "Type",
+            "string",
+            "",
+            "Type of this event (Normal, Warning), new types could be added in the future",
+            0,
+        ),
+        coldef(
+            "Reason",
+            "string",
+            "",
+            "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+            0,
+        ),
+        coldef(
+            "Object",
+            "string",
+            "",
+            "The object that this event is about.",
+            0,
+        ),
+        coldef(
+            "Subobject",
+            "string",
+            "",
+            "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2].",
+            1,
+        ),
+        coldef(
+            "Source",
+            "string",
+            "",
+            "The component reporting this event. Should be a short machine understandable string.",
+            1,
+        ),
+        coldef(
+            "Message",
+            "string",
+            "",
+            "A human-readable description of the status of this operation.",
+            0,
+        ),
+        coldef(
+            "First Seen",
+            "string",
+            "",
+            "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+            1,
+        ),
+        coldef(
+            "Count",
+            "string",
+            "",
+            "The number of times this event has occurred.",
+            1,
+        ),
+        coldef(
+            "Name",
+            "string",
+            "name",
+            "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically.",
+            1,
+        ),
+    ];
+    let cells: Vec<CellFn> = vec![
+        event_last_seen,
+        |o| text(&o["type"]),
+        |o| text(&o["reason"]),
+        event_object,
+        |o| text(&o["involvedObject"]["fieldPath"]),
+        event_source,
+        |o| json!(o["message"].as_str().unwrap_or_default().trim()),
+        |o| json!(event_first_seen(o)),
+        event_count,
+        |o| text(&o["metadata"]["name"]),
+    ];
+    BuiltinColumns { defs, cells }
+}
+
 fn builtin_columns(rt: &ResourceType) -> BuiltinColumns {
     let mut defs = vec![name_col()];
     let mut cells: Vec<CellFn> = vec![|o| o["metadata"]["name"].clone()];
@@ -577,43 +737,7 @@ fn builtin_columns(rt: &ResourceType) -> BuiltinColumns {
             });
             return BuiltinColumns { defs, cells };
         }
-        ("", "Event") => {
-            let defs = vec![
-                coldef("Last Seen", "string", "", "", 0),
-                coldef("Type", "string", "", "", 0),
-                coldef("Reason", "string", "", "", 0),
-                coldef("Object", "string", "", "", 0),
-                coldef("Message", "string", "", "", 0),
-            ];
-            let cells: Vec<CellFn> = vec![
-                |o| {
-                    let ts = [
-                        &o["lastTimestamp"],
-                        &o["eventTime"],
-                        &o["metadata"]["creationTimestamp"],
-                    ]
-                    .into_iter()
-                    .find(|t| t.is_string())
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                    json!(age(&ts))
-                },
-                |o| s(&o["type"]),
-                |o| s(&o["reason"]),
-                |o| {
-                    json!(format!(
-                        "{}/{}",
-                        o["involvedObject"]["kind"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_lowercase(),
-                        o["involvedObject"]["name"].as_str().unwrap_or_default()
-                    ))
-                },
-                |o| s(&o["message"]),
-            ];
-            return BuiltinColumns { defs, cells };
-        }
+        ("", "Event") | ("events.k8s.io", "Event") => return event_columns(),
         _ => {}
     }
     add(age_col(), |o| {
@@ -686,7 +810,14 @@ pub fn row(rt: &ResourceType, obj: &Value, include: IncludeObject) -> Value {
         }
         c
     } else {
-        builtin_columns(rt).cells.iter().map(|f| f(obj)).collect()
+        // Events are printed from the core shape whichever version serves them (as the
+        // apiserver prints its internal type).
+        let view = if crate::events::is_event(&rt.group, &rt.kind) {
+            crate::events::core_view(obj)
+        } else {
+            std::borrow::Cow::Borrowed(obj)
+        };
+        builtin_columns(rt).cells.iter().map(|f| f(&view)).collect()
     };
     let mut r = json!({"cells": cells});
     match include {
