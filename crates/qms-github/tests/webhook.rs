@@ -778,6 +778,11 @@ async fn secrets_never_appear_in_logs_errors_or_debug_output() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
+    // With a single registered dispatcher, tracing-core computes a callsite's interest from the
+    // default dispatcher of whichever thread hits it first: another test thread (no subscriber)
+    // reaching `webhook refused` first would cache "never" for every thread, and this test would
+    // miss its own log line. With a second live dispatcher, interest comes from all of them.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let env = Env::start().await;

@@ -32,6 +32,7 @@ pub enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Run the controllers against the cluster of the current kubeconfig (or in-cluster config).
+    #[command(after_long_help = GITHUB_HELP)]
     Run {
         #[command(flatten)]
         settings: SettingsArgs,
@@ -40,6 +41,39 @@ pub enum Command {
     /// against it: a complete local playground, no cluster needed.
     Dev(crate::dev::DevArgs),
 }
+
+/// `run --help`: how the GitHub integration is configured.
+pub const GITHUB_HELP: &str = "\
+GitHub integration (off unless --github or QMS_GITHUB_ENABLED=true):
+  Webhooks are served on POST /webhooks/github of the HTTP server (--http-addr); every workflow is
+  mirrored to Check Runs. Start-up stops with the variable named when something is missing or
+  invalid; secret values are never printed.
+
+  QMS_GITHUB_SECRET_DIR          mounted Secret directory with files `webhook-secret` (one secret
+                                 per line, for rotation) and `token`, or `app-id` + `private-key`
+  QMS_GITHUB_WEBHOOK_SECRET      webhook secret(s) (instead of the file)
+  QMS_GITHUB_TOKEN               token (instead of the file)
+  QMS_GITHUB_APP_ID, QMS_GITHUB_PRIVATE_KEY[_FILE]
+                                 GitHub App (wins over a token)
+  QMS_GITHUB_API_URL             REST base (default https://api.github.com)
+  QMS_GITHUB_NAMESPACE           namespace of the reviews created from webhooks (default
+                                 `default`; must be one of --namespace when those are given)
+  QMS_GITHUB_RUN_DRAFTS          review draft pull requests at once (default false)
+  QMS_GITHUB_TRUSTED_PERMISSION  permission needed for /qms commands (default write)
+  QMS_GITHUB_TRUSTED_LOGINS, QMS_GITHUB_TRUSTED_TEAMS (org/team)
+                                 trusted regardless of permission
+  QMS_GITHUB_DETAILS_URL         check run link; {namespace} {name} {run} {step} {repository}
+                                 {pr} {sha} are replaced
+  QMS_GITHUB_WRITES_PER_MINUTE   pacing of GitHub writes (default 80)
+  QMS_GITHUB_MAX_BODY_BYTES      largest webhook body (default 25 MB)";
+
+/// The variables that configure GitHub: set while GitHub is off, they are most likely a
+/// forgotten `--github` (the chart sets QMS_GITHUB_ENABLED).
+const GITHUB_HINT_VARS: [&str; 3] = [
+    "QMS_GITHUB_SECRET_DIR",
+    "QMS_GITHUB_WEBHOOK_SECRET",
+    "QMS_GITHUB_TOKEN",
+];
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -74,6 +108,16 @@ pub fn main() -> ExitCode {
                 }
             };
             init_tracing(cli.log_format);
+            if settings.github.is_none()
+                && let Some(var) = GITHUB_HINT_VARS
+                    .iter()
+                    .find(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+            {
+                tracing::warn!(
+                    variable = var,
+                    "GitHub is configured but not enabled: pass --github or set QMS_GITHUB_ENABLED=true"
+                );
+            }
             runtime().block_on(run(settings))
         }
         Command::Dev(args) => {

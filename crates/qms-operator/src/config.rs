@@ -118,6 +118,13 @@ pub struct SettingsArgs {
     /// Largest agent result accepted, in bytes.
     #[arg(long, env = "QMS_MAX_RESULT_BYTES")]
     pub max_result_bytes: Option<usize>,
+    /// Enable the GitHub integration: serve signed webhooks on POST /webhooks/github (same HTTP
+    /// server as /metrics) and mirror every workflow to Check Runs. Configured by the
+    /// QMS_GITHUB_* variables and the Secret directory $QMS_GITHUB_SECRET_DIR (files
+    /// `webhook-secret`, and `token` or `app-id` + `private-key`), listed at the end of `run --help`. A missing
+    /// webhook secret or credentials, or any invalid QMS_GITHUB_* value, stops start-up.
+    #[arg(long, env = "QMS_GITHUB_ENABLED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub github: bool,
 }
 
 /// The validated settings the operator runs with.
@@ -133,6 +140,8 @@ pub struct Settings {
     pub catalog_concurrency: u16,
     /// Name shown in logs (from the config file).
     pub name: String,
+    /// The GitHub integration, when enabled (`--github`). Its `Debug` prints no secret.
+    pub github: Option<qms_github::GithubConfig>,
 }
 
 impl Default for Settings {
@@ -149,6 +158,7 @@ impl Default for Settings {
             workflow_concurrency: 8,
             catalog_concurrency: 2,
             name: "qms-operator".to_owned(),
+            github: None,
         }
     }
 }
@@ -192,7 +202,8 @@ fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 impl Settings {
-    /// Reads `--config` (if any) and applies the flag/env overrides.
+    /// Reads `--config` (if any), applies the flag/env overrides and, with `--github`, reads the
+    /// GitHub configuration from the environment.
     pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => {
@@ -204,7 +215,14 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        Self::from_parts(&file, args)
+        let mut settings = Self::from_parts(&file, args)?;
+        if args.github {
+            settings.github = Some(github_config(
+                |k| std::env::var(k).ok(),
+                &settings.namespaces,
+            )?);
+        }
+        Ok(settings)
     }
 
     pub fn from_parts(file: &FileConfig, args: &SettingsArgs) -> Result<Self, ConfigError> {
@@ -308,6 +326,96 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+/// The GitHub configuration from `QMS_GITHUB_*` (through `lookup`) and `$QMS_GITHUB_SECRET_DIR`,
+/// checked for what would otherwise only show up later as refused deliveries or check runs that
+/// never appear. Errors name the variable (or file) and never contain a secret value.
+pub fn github_config(
+    lookup: impl Fn(&str) -> Option<String>,
+    namespaces: &[String],
+) -> Result<qms_github::GithubConfig, ConfigError> {
+    use qms_github::Credentials;
+    let lookup = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+    // qms-github treats a missing file in the directory as "not configured"; a directory that is
+    // not there at all is a mounting mistake worth naming as such.
+    if let Some(dir) = lookup("QMS_GITHUB_SECRET_DIR")
+        && !Path::new(dir.trim()).is_dir()
+    {
+        return Err(invalid(
+            "QMS_GITHUB_SECRET_DIR",
+            format!(
+                "{} is not a directory (mount the GitHub Secret there)",
+                dir.trim()
+            ),
+        ));
+    }
+    let cfg = qms_github::GithubConfig::from_lookup(lookup).map_err(|e| match e {
+        qms_github::config::ConfigError::Invalid { var, reason } => invalid(var, reason),
+        qms_github::config::ConfigError::Read { path, source } => ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        },
+    })?;
+    let url = cfg.api_base_url.as_str();
+    // The value is not echoed: a URL may carry credentials (`https://user:pass@host`).
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.parse::<axum::http::Uri>().is_err()
+    {
+        return Err(invalid(
+            "QMS_GITHUB_API_URL",
+            "is not an http:// or https:// URL",
+        ));
+    }
+    if cfg.webhook_secrets.is_empty() {
+        return Err(invalid(
+            "QMS_GITHUB_WEBHOOK_SECRET",
+            "no webhook secret: set QMS_GITHUB_WEBHOOK_SECRET or put a `webhook-secret` file into \
+             $QMS_GITHUB_SECRET_DIR (without one every delivery would be refused with 401)",
+        ));
+    }
+    match &cfg.credentials {
+        Credentials::None => {
+            return Err(invalid(
+                "QMS_GITHUB_TOKEN",
+                "no GitHub credentials: set QMS_GITHUB_TOKEN (or a `token` file in \
+                 $QMS_GITHUB_SECRET_DIR), or QMS_GITHUB_APP_ID and QMS_GITHUB_PRIVATE_KEY (or \
+                 `app-id` and `private-key` files)",
+            ));
+        }
+        Credentials::App { .. } => {
+            // Parsing the key now turns a bad key into a start-up error instead of every check
+            // run failing later. AuthError's message never contains the key.
+            qms_github::auth::Auth::from_credentials(&cfg.credentials)
+                .map_err(|e| invalid("QMS_GITHUB_PRIVATE_KEY", e.to_string()))?;
+        }
+        Credentials::Token(_) => {}
+    }
+    let ns = cfg.namespace.as_str();
+    let dns_label = !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if !dns_label {
+        return Err(invalid(
+            "QMS_GITHUB_NAMESPACE",
+            format!("{ns:?} is not a valid namespace name"),
+        ));
+    }
+    if !namespaces.is_empty() && !namespaces.iter().any(|n| n == ns) {
+        return Err(invalid(
+            "QMS_GITHUB_NAMESPACE",
+            format!(
+                "{ns:?} is not among the namespaces the operator reconciles ({}): reviews \
+                 created from webhooks would never run",
+                namespaces.join(", ")
+            ),
+        ));
+    }
+    Ok(cfg)
 }
 
 fn check_max_concurrent(key: &str, n: u32) -> Result<(), ConfigError> {
@@ -442,6 +550,104 @@ orchestrator:
         };
         let e = Settings::from_parts(&file, &bad).unwrap_err().to_string();
         assert!(e.starts_with("--default-timeout:"), "{e}");
+    }
+
+    fn github(
+        vars: &[(&str, &str)],
+        namespaces: &[&str],
+    ) -> Result<qms_github::GithubConfig, ConfigError> {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let ns: Vec<String> = namespaces.iter().map(|n| (*n).to_owned()).collect();
+        github_config(|k| map.get(k).cloned(), &ns)
+    }
+
+    #[test]
+    fn github_config_from_the_secret_dir_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("webhook-secret"), "old\nnew\n").unwrap();
+        std::fs::write(dir.path().join("token"), "ghp_x\n").unwrap();
+        let d = dir.path().to_str().unwrap();
+        let cfg = github(
+            &[
+                ("QMS_GITHUB_SECRET_DIR", d),
+                ("QMS_GITHUB_NAMESPACE", "qms"),
+                ("QMS_GITHUB_API_URL", "https://ghe.example.com/api/v3"),
+            ],
+            &["qms", "other"],
+        )
+        .unwrap();
+        assert_eq!(cfg.webhook_secrets.len(), 2);
+        assert!(matches!(cfg.credentials, qms_github::Credentials::Token(_)));
+        assert_eq!(cfg.namespace, "qms");
+        assert_eq!(cfg.api_base_url, "https://ghe.example.com/api/v3");
+        // Debug of the settings (and so of any log of them) shows no secret.
+        let settings = Settings {
+            github: Some(cfg),
+            ..Settings::default()
+        };
+        let dbg = format!("{settings:?}");
+        assert!(!dbg.contains("ghp_x") && !dbg.contains("new"), "{dbg}");
+        // All namespaces watched: any GitHub namespace is reconciled.
+        assert!(github(&[("QMS_GITHUB_SECRET_DIR", d)], &[]).is_ok());
+    }
+
+    #[test]
+    fn github_config_errors_name_the_variable_and_no_secret() {
+        let key = |r: Result<qms_github::GithubConfig, ConfigError>| match r {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert!(
+                    !message.contains("s3cr3t") && !message.contains("ghp_s3"),
+                    "{message}"
+                );
+                key
+            }
+            other => panic!("expected an invalid key, got {other:?}"),
+        };
+        let ok = [
+            ("QMS_GITHUB_WEBHOOK_SECRET", "s3cr3t"),
+            ("QMS_GITHUB_TOKEN", "ghp_s3"),
+        ];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut v = ok.to_vec();
+            v.push(extra);
+            v
+        };
+        assert_eq!(key(github(&ok[..1], &[])), "QMS_GITHUB_TOKEN");
+        assert_eq!(key(github(&ok[1..], &[])), "QMS_GITHUB_WEBHOOK_SECRET");
+        assert_eq!(
+            key(github(
+                &with(("QMS_GITHUB_SECRET_DIR", "/nonexistent/x")),
+                &[]
+            )),
+            "QMS_GITHUB_SECRET_DIR"
+        );
+        assert_eq!(
+            key(github(&with(("QMS_GITHUB_API_URL", "github.com")), &[])),
+            "QMS_GITHUB_API_URL"
+        );
+        assert_eq!(
+            key(github(
+                &with(("QMS_GITHUB_NAMESPACE", "Not_A_Namespace")),
+                &[]
+            )),
+            "QMS_GITHUB_NAMESPACE"
+        );
+        assert_eq!(
+            key(github(&with(("QMS_GITHUB_NAMESPACE", "qms")), &["a", "b"])),
+            "QMS_GITHUB_NAMESPACE"
+        );
+        assert_eq!(
+            key(github(&with(("QMS_GITHUB_WRITES_PER_MINUTE", "0")), &[])),
+            "QMS_GITHUB_WRITES_PER_MINUTE"
+        );
+        let mut app = with(("QMS_GITHUB_APP_ID", "7"));
+        app.push(("QMS_GITHUB_PRIVATE_KEY", "s3cr3t-not-a-pem"));
+        assert_eq!(key(github(&app, &[])), "QMS_GITHUB_PRIVATE_KEY");
+        // The default namespace, all namespaces watched: fine.
+        assert_eq!(github(&ok, &[]).unwrap().namespace, "default");
     }
 
     #[test]

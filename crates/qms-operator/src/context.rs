@@ -39,6 +39,8 @@ pub struct Triggers {
     pub templates: UnboundedSender<ObjectRef<WorkflowTemplate>>,
     pub gates: UnboundedSender<ObjectRef<QualityGate>>,
     pub agents: UnboundedSender<ObjectRef<Agent>>,
+    /// The GitHub check-run sync (its receiver is dropped when GitHub is off, so sends are no-ops).
+    pub github: UnboundedSender<ObjectRef<QmsWorkflow>>,
 }
 
 /// The kinds cached per scope (for readiness).
@@ -103,6 +105,8 @@ pub struct Shared {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Signals cache readiness changes (see [`Shared::wait_ready`]).
     pub ready_tx: tokio::sync::watch::Sender<bool>,
+    /// The GitHub integration, when enabled.
+    pub github: Option<Arc<crate::github::Github>>,
 }
 
 impl Shared {

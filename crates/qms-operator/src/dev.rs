@@ -56,6 +56,11 @@ pub struct DevArgs {
     /// Namespace the examples are applied to.
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// Enable the GitHub integration as `run --github` does (QMS_GITHUB_* variables, see
+    /// `run --help`): webhooks on POST /webhooks/github of --http-addr, check runs on the
+    /// configured GitHub. Point a webhook (e.g. through a tunnel) at it to review real PRs here.
+    #[arg(long, env = "QMS_GITHUB_ENABLED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub github: bool,
 }
 
 /// Installs the four CRDs (create or update) and waits until they are served.
@@ -216,6 +221,15 @@ pub async fn run(args: DevArgs) -> ExitCode {
 }
 
 async fn run_inner(args: DevArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything starts, like `run` does.
+    let github = if args.github {
+        Some(
+            crate::config::github_config(|k| std::env::var(k).ok(), &[])
+                .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
+        )
+    } else {
+        None
+    };
     let sim = kube_sim::KubeSim::builder()
         .addr(args.api_addr)
         .kubeconfig_path(&args.kubeconfig)
@@ -256,6 +270,7 @@ async fn run_inner(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     let settings = Settings {
         http_addr: args.http_addr,
+        github,
         ..Settings::default()
     };
     let handle = crate::start(client.clone(), settings, crate::Http::On { extra: None }).await?;

@@ -19,6 +19,9 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     #[error("the cache is not synced yet")]
     NotReady,
+    /// The Kubernetes side of the GitHub check-run sync (GitHub's own errors only requeue it).
+    #[error("storing the check runs: {0}")]
+    GithubStore(qms_github::store::StoreError),
     #[error("{0}")]
     Other(String),
 }
@@ -91,6 +94,11 @@ impl Error {
             Error::BuildJob { .. } => ErrorCategory::invalid,
             Error::MissingAgent { .. } => ErrorCategory::missing_reference,
             Error::NotReady => ErrorCategory::unavailable,
+            Error::GithubStore(e) => match e {
+                qms_github::store::StoreError::Kube(e) => kube_category(e),
+                qms_github::store::StoreError::Conflict => ErrorCategory::conflict,
+                qms_github::store::StoreError::Patch(_) => ErrorCategory::internal,
+            },
             Error::Finalizer(_) | Error::Serialize(_) | Error::Other(_) => ErrorCategory::internal,
         }
     }

@@ -8,7 +8,8 @@
 //! the workflows/templates/agents it concerns and sent into the controllers' `reconcile_on`
 //! channels. The mappings are:
 //! - QmsWorkflow → itself; a workflow leaving the running set (finished, deleted) → every workflow
-//!   waiting for a slot (first come, first served; see `observe::slot_available`).
+//!   waiting for a slot (first come, first served; see `observe::slot_available`). With GitHub on,
+//!   also → the check-run sync of that workflow, on any change but the sync's own writes.
 //! - Job → its owner workflow; a Job that finished or vanished while active → the workflows of its
 //!   namespace that may wait for agent capacity (the engine also polls such waits, this only makes
 //!   them prompt); any phase change → its Agent (status).
@@ -17,7 +18,7 @@
 //! - QualityGate / Agent → itself; on spec change or deletion → the templates and unfinished
 //!   workflows of its namespace. Status-only changes (our own writes) trigger nothing else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -53,6 +54,7 @@ pub struct Receivers {
     pub templates: UnboundedReceiver<ObjectRef<WorkflowTemplate>>,
     pub gates: UnboundedReceiver<ObjectRef<QualityGate>>,
     pub agents: UnboundedReceiver<ObjectRef<Agent>>,
+    pub github: UnboundedReceiver<ObjectRef<QmsWorkflow>>,
 }
 
 pub struct ScopeParts {
@@ -72,6 +74,7 @@ pub fn new_scope(namespace: Option<String>) -> ScopeParts {
     let (t_tx, t_rx) = unbounded();
     let (g_tx, g_rx) = unbounded();
     let (a_tx, a_rx) = unbounded();
+    let (gh_tx, gh_rx) = unbounded();
     ScopeParts {
         scope: Arc::new(Scope {
             namespace,
@@ -88,6 +91,7 @@ pub fn new_scope(namespace: Option<String>) -> ScopeParts {
                 templates: t_tx,
                 gates: g_tx,
                 agents: a_tx,
+                github: gh_tx,
             },
             synced: Default::default(),
         }),
@@ -104,6 +108,7 @@ pub fn new_scope(namespace: Option<String>) -> ScopeParts {
             templates: t_rx,
             gates: g_rx,
             agents: a_rx,
+            github: gh_rx,
         },
     }
 }
@@ -199,6 +204,7 @@ pub fn spawn(shared: &Arc<Shared>, scope: &Arc<Scope>, writers: Writers, tasks: 
         // change is our own write, and a decision is a fixed point: deciding again on it changes
         // nothing — unless a reconcile is waiting for exactly that write to reach the cache.
         let mut seen: HashMap<String, (Option<i64>, bool, usize)> = HashMap::new();
+        let mut github = shared.github.clone().map(GithubRouting::new);
         spawn_reflector(
             tasks,
             api::<QmsWorkflow>(client, ns),
@@ -209,6 +215,9 @@ pub fn spawn(shared: &Arc<Shared>, scope: &Arc<Scope>, writers: Writers, tasks: 
             0,
             strip,
             move |ev| {
+                if let Some(gh) = &mut github {
+                    gh.route(ev, &scope2);
+                }
                 let Some((wf, deleted)) = applied(ev) else {
                     return;
                 };
@@ -453,6 +462,64 @@ pub fn spawn(shared: &Arc<Shared>, scope: &Arc<Scope>, writers: Writers, tasks: 
                 }
             },
         );
+    }
+}
+
+/// Which workflow events the GitHub check-run sync must see. Unlike the engine it cares about
+/// status changes (the operator's own writes are what check runs mirror), but not about the
+/// `checkRuns`/`dispatches` it writes itself: [`crate::github::sync_fingerprint`] leaves those
+/// out, so a sync's own write does not trigger another sync.
+struct GithubRouting {
+    github: Arc<crate::github::Github>,
+    fingerprints: HashMap<String, u64>,
+    /// Uids listed since the last `Init` (a re-list): what was not listed again is gone, and its
+    /// Delete event was missed while the watch was down.
+    listed: Option<HashSet<String>>,
+}
+
+impl GithubRouting {
+    fn new(github: Arc<crate::github::Github>) -> Self {
+        Self {
+            github,
+            fingerprints: HashMap::new(),
+            listed: None,
+        }
+    }
+
+    fn route(&mut self, ev: &watcher::Event<QmsWorkflow>, scope: &Scope) {
+        match ev {
+            watcher::Event::Init => self.listed = Some(HashSet::new()),
+            watcher::Event::InitDone => {
+                if let Some(listed) = self.listed.take() {
+                    let github = &self.github;
+                    self.fingerprints.retain(|uid, _| {
+                        let keep = listed.contains(uid);
+                        if !keep {
+                            github.forget(uid);
+                        }
+                        keep
+                    });
+                }
+            }
+            watcher::Event::Delete(wf) => {
+                let uid = wf.uid().unwrap_or_default();
+                self.fingerprints.remove(&uid);
+                self.github.forget(&uid);
+            }
+            watcher::Event::Apply(wf) | watcher::Event::InitApply(wf) => {
+                let uid = wf.uid().unwrap_or_default();
+                if let Some(listed) = &mut self.listed {
+                    listed.insert(uid.clone());
+                }
+                let fp = crate::github::sync_fingerprint(wf);
+                if self.fingerprints.insert(uid, fp) != Some(fp) {
+                    let _ = scope
+                        .triggers
+                        .github
+                        .unbounded_send(ObjectRef::from_obj(wf));
+                }
+            }
+        }
     }
 }
 

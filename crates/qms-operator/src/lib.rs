@@ -4,8 +4,9 @@
 //!
 //! Layout: `config` (file + env + flags), `context` (shared caches and bookkeeping), `informers`
 //! (one watch per kind, routing events to controllers), `observe` (pure: caches → engine input),
-//! `jobs` (pure: task → Job), `actions` (idempotent API writes), `controller::{workflow,catalog}`,
-//! `metrics`, `http`, `dev`, `cli`.
+//! `jobs` (pure: task → Job), `actions` (idempotent API writes),
+//! `controller::{workflow,catalog,github}`, `github` (the GitHub integration: webhooks and check
+//! runs, when `settings.github` is set), `metrics`, `http`, `dev`, `cli`.
 #![forbid(unsafe_code)]
 
 pub mod actions;
@@ -15,6 +16,7 @@ pub mod context;
 pub mod controller;
 pub mod dev;
 pub mod error;
+pub mod github;
 pub mod http;
 pub mod informers;
 pub mod jobs;
@@ -45,6 +47,8 @@ pub enum StartError {
     MissingCrd { crd: String },
     #[error("cannot reach the Kubernetes API server: {0}")]
     Api(#[from] kube::Error),
+    #[error(transparent)]
+    Github(#[from] github::GithubStartError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -56,7 +60,8 @@ pub enum StartError {
 pub enum Http {
     /// No server (tests that do not need it).
     Off,
-    /// Serve the operator's routes, merged with `extra`, on `settings.http_addr`.
+    /// Serve the operator's routes, merged with `extra`, on `settings.http_addr`. With GitHub on,
+    /// `POST /webhooks/github` is served too (so `extra` must not route that path).
     On { extra: Option<axum::Router> },
 }
 
@@ -133,8 +138,9 @@ pub async fn check_crds(client: &Client, namespaces: &[String]) -> Result<(), St
 }
 
 /// Starts the operator: checks the CRDs, starts the watches, the controllers and (optionally) the
-/// HTTP server. Returns once everything is started (not once the caches are synced: see
-/// [`OperatorHandle::wait_ready`]).
+/// HTTP server. With `settings.github` set, also the GitHub check-run controller, the webhook
+/// route (when HTTP is on) and the webhook counters on `/metrics`. Returns once everything is
+/// started (not once the caches are synced: see [`OperatorHandle::wait_ready`]).
 pub async fn start(
     client: Client,
     settings: Settings,
@@ -151,6 +157,10 @@ pub async fn start(
     };
     let parts: Vec<informers::ScopeParts> =
         namespaces.into_iter().map(informers::new_scope).collect();
+    let github = match &settings.github {
+        Some(cfg) => Some(Arc::new(github::Github::new(cfg.clone(), client.clone())?)),
+        None => None,
+    };
     let reporter = Reporter {
         controller: REPORTER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
@@ -167,7 +177,13 @@ pub async fn start(
         stale_versions: Default::default(),
         failures: Default::default(),
         ready_tx: tokio::sync::watch::channel(false).0,
+        github: github.clone(),
     });
+    if let Some(gh) = &github {
+        shared
+            .metrics
+            .register_collector(Box::new(github::WebhookCollector(gh.webhooks.clone())));
+    }
 
     let mut tasks = JoinSet::new();
     let mut http_addr = None;
@@ -181,6 +197,9 @@ pub async fn start(
                 })?;
         http_addr = listener.local_addr().ok();
         let mut router = http::router(shared.clone());
+        if let Some(gh) = &github {
+            router = router.merge(qms_github::router(gh.webhooks.clone()));
+        }
         if let Some(extra) = extra {
             router = router.merge(extra);
         }
@@ -194,6 +213,15 @@ pub async fn start(
         let scope = part.scope.clone();
         informers::spawn(&shared, &scope, part.writers, &mut tasks);
         let r = part.receivers;
+        // Without GitHub the receiver is dropped here, so the informers' sends go nowhere.
+        if let Some(gh) = &github {
+            tasks.spawn(controller::github::run(
+                shared.clone(),
+                scope.clone(),
+                gh.clone(),
+                r.github,
+            ));
+        }
         tasks.spawn(controller::workflow::run(
             shared.clone(),
             scope.clone(),
@@ -211,6 +239,7 @@ pub async fn start(
         name = %settings.name,
         namespaces = ?settings.namespaces,
         max_concurrent_workflows = settings.max_concurrent_workflows,
+        github = github.is_some(),
         "qms-operator started"
     );
     Ok(OperatorHandle {

@@ -43,6 +43,8 @@ pub enum ControllerKind {
     workflowtemplate,
     qualitygate,
     agent,
+    /// The GitHub check-run sync of QmsWorkflows.
+    github_checks,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +83,33 @@ pub enum ActionOutcome {
     failed,
 }
 
+/// How one check-run sync ended (GitHub's error classes, plus our own).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum GithubSyncOutcome {
+    /// Everything desired is on GitHub.
+    converged,
+    /// GitHub's rate limit (or our write pacing): retried when it allows.
+    rate_limited,
+    /// 5xx or connection failure: retried with backoff.
+    unavailable,
+    /// GitHub refused a request (4xx).
+    refused,
+    /// App JWT / installation token problems.
+    auth,
+    /// A request we could not build.
+    request,
+    /// Reading the template or storing `checkRuns` in the cluster failed.
+    store_error,
+    /// Abandoned after `controller::github::SYNC_TIMEOUT`.
+    timeout,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GithubSyncLabels {
+    pub outcome: GithubSyncOutcome,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub workflow_duration: Family<WorkflowLabels, Histogram>,
@@ -92,6 +121,8 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
+    pub github_syncs: Family<GithubSyncLabels, Counter>,
+    pub github_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -121,6 +152,8 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors: Family::default(),
             actions: Family::default(),
+            github_syncs: Family::default(),
+            github_writes: Counter::default(),
         };
         registry.register(
             "qms_workflow_duration_seconds",
@@ -163,8 +196,33 @@ impl Metrics {
             "Actions performed on the API server by outcome",
             m.actions.clone(),
         );
+        registry.register(
+            "qms_github_check_syncs",
+            "GitHub check-run syncs by outcome",
+            m.github_syncs.clone(),
+        );
+        registry.register(
+            "qms_github_check_writes",
+            "Write requests made to GitHub by the check-run sync",
+            m.github_writes.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
+    }
+
+    /// Adds metrics computed at scrape time (the GitHub webhook counters).
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(collector);
+    }
+
+    pub fn github_sync(&self, outcome: GithubSyncOutcome, writes: u32) {
+        self.github_syncs
+            .get_or_create(&GithubSyncLabels { outcome })
+            .inc();
+        self.github_writes.inc_by(u64::from(writes));
     }
 
     pub fn reconciled(&self, controller: ControllerKind, took: Duration) {

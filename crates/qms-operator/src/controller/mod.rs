@@ -1,4 +1,6 @@
-//! The controllers: `workflow` (QmsWorkflow) and `catalog` (WorkflowTemplate, QualityGate, Agent).
+//! The controllers: `workflow` (QmsWorkflow), `catalog` (WorkflowTemplate, QualityGate, Agent) and,
+//! with GitHub on, `github` (QmsWorkflow → Check Runs).
 
 pub mod catalog;
+pub mod github;
 pub mod workflow;

@@ -3,7 +3,9 @@
 //!
 //! One reconcile: wait for the caches → finalizer → observe → decide → act (Jobs) → write status
 //! (one server-side apply, only when the status changed) → record events → requeue exactly when the
-//! engine says something is due.
+//! engine says something is due. GitHub check runs are not done here but by `controller::github`,
+//! so GitHub never delays a decision; the status apply leaves the fields that one owns alone.
+//! Deletion: `finalizer()` removes only `qms.creo.dev/cleanup`, after the Jobs are deleted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,30 +80,6 @@ pub async fn reconcile(wf: Arc<QmsWorkflow>, ctx: Arc<Ctx>) -> Result<Action, Er
         .ok_or_else(|| Error::Other("QmsWorkflow without namespace".to_owned()))?;
     let api: Api<QmsWorkflow> = Api::namespaced(ctx.shared.client.clone(), &ns);
     let k = key(&wf);
-    // kube-runtime's finalizer() adds the first finalizer with a JSON patch `test /metadata/finalizers
-    // == null`, which kube-sim refuses (422 "path is invalid") although a real API server accepts
-    // it. Adding the first finalizer ourselves (merge patch guarded by resourceVersion, so a
-    // concurrent change answers 409) sidesteps that; everything else is finalizer()'s.
-    if wf.finalizers().is_empty() && wf.metadata.deletion_timestamp.is_none() {
-        let patch = serde_json::json!({
-            "metadata": {
-                "finalizers": [FINALIZER],
-                "resourceVersion": wf.resource_version(),
-            }
-        });
-        let res = api
-            .patch(
-                &wf.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(Error::from);
-        ctx.shared
-            .metrics
-            .reconciled(ControllerKind::qmsworkflow, started.elapsed());
-        return res.map(|_| Action::await_change());
-    }
     let result = finalizer(&api, FINALIZER, wf, |event| async {
         match event {
             FinalizerEvent::Apply(wf) => apply(wf, &ctx).await,
@@ -240,7 +218,8 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
             EngineAction::Emit(ev) => events.push(ev),
         }
     }
-    let current = wf.status.clone().unwrap_or_default();
+    let current = operator_owned(wf.status.clone().unwrap_or_default());
+    let new_status = operator_owned(decision.status.clone());
     let admits =
         observe::waits_for_slot(&wf) && decision.status.state != WorkflowState::Initialized;
     if admits {
@@ -248,14 +227,14 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     }
     drop(guard);
 
-    if decision.status != current {
-        if let Err(e) = write_status(shared, &wf, &decision.status).await {
+    if new_status != current {
+        if let Err(e) = write_status(shared, &wf, &new_status).await {
             if admits {
                 lock(&shared.admitted).remove(&uid);
             }
             return Err(e);
         }
-        record_transition(shared, &wf, &current, &decision.status);
+        record_transition(shared, &wf, &current, &new_status);
         if decision.status.state == WorkflowState::Completed
             && current.state != WorkflowState::Completed
         {
@@ -276,9 +255,20 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     })
 }
 
-/// One server-side apply of the whole status on the status subresource, field manager
-/// `qms-operator`, forced, with the resourceVersion we decided on as precondition (a concurrent
-/// change answers 409 and we decide again instead of overwriting newer facts).
+/// The status without the fields qms-github owns (`checkRuns`, `dispatches`, field manager
+/// `qms-github`). The engine starts from the cached status, so its decision carries them; applying
+/// them as `qms-operator` would make us a co-owner that writes back stale check run ids and keeps
+/// entries qms-github drops. Both are skipped when empty, so the apply leaves them alone.
+fn operator_owned(mut status: QmsWorkflowStatus) -> QmsWorkflowStatus {
+    status.check_runs.clear();
+    status.dispatches.clear();
+    status
+}
+
+/// One server-side apply of the whole status (but what qms-github owns, see [`operator_owned`]) on
+/// the status subresource, field manager `qms-operator`, forced, with the resourceVersion we
+/// decided on as precondition (a concurrent change answers 409 and we decide again instead of
+/// overwriting newer facts).
 async fn write_status(
     shared: &Shared,
     wf: &QmsWorkflow,
