@@ -114,9 +114,32 @@ pub fn kube_event(ev: &EngineEvent, correlation_id: Option<&str>) -> KubeEvent {
         },
         reason,
         note: Some(note),
-        action: ev.event_type.as_str().to_owned(),
+        action: event_action(ev),
         secondary: None,
     }
+}
+
+/// kube's `Recorder` folds events with the same (type, reason, action, object) into one series
+/// that keeps the first note, so six different gates passing would show as one "GatePassed x6"
+/// with the first gate's message. The action therefore names what the event is about — the
+/// spec's event type, its subject (gate, task or step) and the run — so each stays its own event
+/// while a true repeat (the same thing again) still folds.
+fn event_action(ev: &EngineEvent) -> String {
+    let p = &ev.payload;
+    let subject = ["gate_name", "task_id", "step"]
+        .iter()
+        .find_map(|k| p.get(*k).and_then(serde_json::Value::as_str));
+    let mut action = ev.event_type.as_str().to_owned();
+    if let Some(subject) = subject {
+        action.push(' ');
+        action.push_str(subject);
+    }
+    if let Some(run) = p.get("run").and_then(serde_json::Value::as_u64) {
+        action.push_str(&format!(" run {run}"));
+    }
+    // The API limits `action` to 128 characters.
+    truncate_utf8(&mut action, 128);
+    action
 }
 
 fn truncate_utf8(s: &mut String, max: usize) {
@@ -179,7 +202,7 @@ mod tests {
         };
         let k = kube_event(&ev, Some("corr-1"));
         assert_eq!(k.reason, "GatePassed");
-        assert_eq!(k.action, "gate.passed");
+        assert!(k.action.starts_with("gate.passed"), "{}", k.action);
         let note = k.note.unwrap();
         assert!(
             note.contains("gate.passed") && note.contains("correlation_id=corr-1"),

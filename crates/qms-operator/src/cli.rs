@@ -75,11 +75,16 @@ const GITHUB_HINT_VARS: [&str; 3] = [
     "QMS_GITHUB_TOKEN",
 ];
 
-fn init_tracing(format: LogFormat) {
+/// Log filter of `run`: the operator's own decisions at info, libraries only when they warn.
+const RUN_LOG_FILTER: &str = "info,kube=warn,kube_runtime=warn,kube_sim=warn,kube_sim_kubelet=warn";
+/// Log filter of `dev`: its own progress lines are the output a person reads; logs only for
+/// problems (RUST_LOG=info shows everything `run` would log).
+const DEV_LOG_FILTER: &str = "warn";
+
+fn init_tracing(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,kube=warn,kube_runtime=warn,kube_sim=warn,kube_sim_kubelet=warn")
-    });
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -107,7 +112,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(cli.log_format);
+            init_tracing(cli.log_format, RUN_LOG_FILTER);
             if settings.github.is_none()
                 && let Some(var) = GITHUB_HINT_VARS
                     .iter()
@@ -121,7 +126,7 @@ pub fn main() -> ExitCode {
             runtime().block_on(run(settings))
         }
         Command::Dev(args) => {
-            init_tracing(cli.log_format);
+            init_tracing(cli.log_format, DEV_LOG_FILTER);
             runtime().block_on(crate::dev::run(args))
         }
     }

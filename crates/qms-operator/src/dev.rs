@@ -316,7 +316,8 @@ async fn run_inner(args: DevArgs) -> anyhow::Result<ExitCode> {
                 &name,
                 "final-review",
                 &wf.spec.head_sha,
-                "$USER",
+                // A literal name: `$USER` would not expand inside the single-quoted JSON.
+                &std::env::var("USER").unwrap_or_else(|_| "you".to_owned()),
                 "approve"
             )
         );

@@ -110,8 +110,17 @@ async fn standard_review_completes_after_approval() {
         "step.completed",
         "workflow.completed",
     ] {
-        assert!(actions.contains(&t), "missing {t} in {actions:?}");
+        assert!(
+            actions.iter().any(|a| a.split(' ').next() == Some(t)),
+            "missing {t} in {actions:?}"
+        );
     }
+    // Each gate keeps its own event (not one series carrying the first gate's note).
+    let gate_events = actions
+        .iter()
+        .filter(|a| a.starts_with("gate.passed "))
+        .count();
+    assert_eq!(gate_events, 6, "{actions:?}");
     assert!(
         events
             .iter()
@@ -317,15 +326,24 @@ async fn timeouts_are_retried_then_escalated() {
     assert_eq!(c.status, ConditionStatus::True);
     let escalated = env.wait_event("stuck", "StepEscalated").await;
     assert_eq!(escalated.type_.as_deref(), Some("Warning"));
-    // One Job per attempt.
-    let attempts: Vec<String> = env
+    // Never two Jobs for one attempt. (A timed-out Job is either deleted by the operator or kept
+    // as Failed by its own activeDeadlineSeconds, whichever fires first, so not every attempt's
+    // Job is necessarily still listed.)
+    let mut attempts: Vec<String> = env
         .list_jobs()
         .await
         .iter()
         .filter(|j| label(j, "qms.creo.dev/agent") == "stuck")
         .map(|j| label(j, "qms.creo.dev/attempt").to_owned())
         .collect();
-    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    attempts.sort();
+    let listed = attempts.len();
+    attempts.dedup();
+    assert_eq!(attempts.len(), listed, "two Jobs for one attempt");
+    assert!(
+        attempts.iter().all(|a| a == "1" || a == "2"),
+        "{attempts:?}"
+    );
     op.stop().await;
 }
 
