@@ -35,7 +35,7 @@ pub enum Command {
     #[command(after_long_help = GITHUB_HELP)]
     Run {
         #[command(flatten)]
-        settings: SettingsArgs,
+        settings: Box<SettingsArgs>,
     },
     /// Start an in-process API server (kube-sim) with the CRDs and examples and run the operator
     /// against it: a complete local playground, no cluster needed.
@@ -65,7 +65,14 @@ GitHub integration (off unless --github or QMS_GITHUB_ENABLED=true):
   QMS_GITHUB_DETAILS_URL         check run link; {namespace} {name} {run} {step} {repository}
                                  {pr} {sha} are replaced
   QMS_GITHUB_WRITES_PER_MINUTE   pacing of GitHub writes (default 80)
-  QMS_GITHUB_MAX_BODY_BYTES      largest webhook body (default 25 MB)";
+  QMS_GITHUB_MAX_BODY_BYTES      largest webhook body (default 25 MB)
+
+Leader election (on unless --leader-elect=false / QMS_LEADER_ELECT=false):
+  Replicas compete for a coordination.k8s.io/v1 Lease; only its holder runs the controllers and
+  the GitHub check-run sync. Standbys serve /healthz, /readyz (200 \"standby\"), /metrics
+  (qms_leader 0) and webhooks, and take over when the leader stops renewing. A leader that cannot
+  renew within the renew deadline exits; SIGTERM releases the Lease. The identity is $POD_NAME
+  (else the hostname) plus a random suffix; the namespace defaults to $POD_NAMESPACE.";
 
 /// The variables that configure GitHub: set while GitHub is off, they are most likely a
 /// forgotten `--github` (the chart sets QMS_GITHUB_ENABLED).
@@ -161,15 +168,48 @@ async fn run(settings: Settings) -> ExitCode {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted; stopping");
-            handle.stop().await;
+        signal = termination() => {
+            tracing::info!(signal, "stopping: releasing the leader lease if held");
+            handle.shutdown().await;
             ExitCode::SUCCESS
         }
-        _ = handle.wait() => {
-            eprintln!("qms-operator: a controller task stopped unexpectedly");
-            ExitCode::FAILURE
+        exit = handle.wait() => match exit {
+            crate::Exit::LostLeadership(reason) => {
+                // Exiting is the safe way to stop acting everywhere at once; Kubernetes restarts
+                // the container, which then campaigns as a standby.
+                tracing::error!(%reason, "lost the leader lease: exiting so that the container restarts as a standby candidate");
+                eprintln!("qms-operator: lost the leader lease ({reason}); exiting");
+                ExitCode::FAILURE
+            }
+            crate::Exit::TaskEnded => {
+                eprintln!("qms-operator: a controller task stopped unexpectedly");
+                ExitCode::FAILURE
+            }
         }
+    }
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or SIGINT, with the signal's name.
+async fn termination() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }
 

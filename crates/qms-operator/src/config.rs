@@ -125,6 +125,40 @@ pub struct SettingsArgs {
     /// webhook secret or credentials, or any invalid QMS_GITHUB_* value, stops start-up.
     #[arg(long, env = "QMS_GITHUB_ENABLED", value_parser = clap::builder::BoolishValueParser::new())]
     pub github: bool,
+    /// Leader election: only the replica holding the Lease runs the controllers (and the GitHub
+    /// check-run sync); the others are standbys that take over when it stops renewing. On by
+    /// default for `run`; `--leader-elect=false` for a single replica without a Lease.
+    #[arg(
+        long,
+        env = "QMS_LEADER_ELECT",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the service account's namespace,
+    /// else `default`).
+    #[arg(long, env = "QMS_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease (default `qms-operator`; replicas sharing it elect one leader).
+    #[arg(long, env = "QMS_LEADER_ELECTION_LEASE_NAME")]
+    pub leader_election_lease_name: Option<String>,
+    /// How long standbys wait after the leader's last renew before taking over (whole seconds;
+    /// default 15s).
+    #[arg(long, env = "QMS_LEADER_ELECTION_LEASE_DURATION")]
+    pub leader_election_lease_duration: Option<String>,
+    /// The leader stops acting when no renew succeeded for this long; must be less than the
+    /// lease duration (default ⅔ of it: 10s).
+    #[arg(long, env = "QMS_LEADER_ELECTION_RENEW_DEADLINE")]
+    pub leader_election_renew_deadline: Option<String>,
+    /// How often the leader renews the Lease (default ⅓ of the lease duration: 5s).
+    #[arg(long, env = "QMS_LEADER_ELECTION_RENEW_INTERVAL")]
+    pub leader_election_renew_interval: Option<String>,
+    /// How often a standby tries to acquire the Lease and a failed renew is retried (default 2s).
+    #[arg(long, env = "QMS_LEADER_ELECTION_RETRY_PERIOD")]
+    pub leader_election_retry_period: Option<String>,
 }
 
 /// The validated settings the operator runs with.
@@ -142,6 +176,8 @@ pub struct Settings {
     pub name: String,
     /// The GitHub integration, when enabled (`--github`). Its `Debug` prints no secret.
     pub github: Option<qms_github::GithubConfig>,
+    /// Leader election (`--leader-elect`, the default of `run`); `None`: this process always acts.
+    pub leader_election: Option<crate::leader::LeaderElectionConfig>,
 }
 
 impl Default for Settings {
@@ -159,6 +195,7 @@ impl Default for Settings {
             catalog_concurrency: 2,
             name: "qms-operator".to_owned(),
             github: None,
+            leader_election: None,
         }
     }
 }
@@ -216,6 +253,11 @@ impl Settings {
             None => FileConfig::default(),
         };
         let mut settings = Self::from_parts(&file, args)?;
+        settings.leader_election = leader_election_config(
+            args,
+            std::env::var("POD_NAMESPACE").ok(),
+            std::env::var("POD_NAME").ok(),
+        )?;
         if args.github {
             settings.github = Some(github_config(
                 |k| std::env::var(k).ok(),
@@ -326,6 +368,48 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+/// The leader-election settings of `args` (`None` with `--leader-elect=false`). The namespace
+/// defaults to `pod_namespace` (downward API), else the service account's namespace; the identity
+/// is `pod_name` (else the hostname) plus a random suffix.
+pub fn leader_election_config(
+    args: &SettingsArgs,
+    pod_namespace: Option<String>,
+    pod_name: Option<String>,
+) -> Result<Option<crate::leader::LeaderElectionConfig>, ConfigError> {
+    use crate::leader::{LeaderElectionConfig, default_identity, default_namespace};
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    let namespace = match &args.leader_election_namespace {
+        Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
+        _ => default_namespace(pod_namespace),
+    };
+    let lease_duration = match &args.leader_election_lease_duration {
+        Some(d) => duration("--leader-election-lease-duration", d)?,
+        None => Duration::from_secs(15),
+    };
+    let mut cfg = LeaderElectionConfig::with_lease_duration(
+        namespace,
+        default_identity(pod_name),
+        lease_duration,
+    );
+    if let Some(name) = &args.leader_election_lease_name {
+        cfg.lease_name = name.trim().to_owned();
+    }
+    if let Some(d) = &args.leader_election_renew_deadline {
+        cfg.renew_deadline = duration("--leader-election-renew-deadline", d)?;
+    }
+    if let Some(d) = &args.leader_election_renew_interval {
+        cfg.renew_interval = duration("--leader-election-renew-interval", d)?;
+    }
+    if let Some(d) = &args.leader_election_retry_period {
+        cfg.retry_period = duration("--leader-election-retry-period", d)?;
+    }
+    cfg.validate()
+        .map_err(|(key, message)| invalid(key, message))?;
+    Ok(Some(cfg))
 }
 
 /// The GitHub configuration from `QMS_GITHUB_*` (through `lookup`) and `$QMS_GITHUB_SECRET_DIR`,
@@ -648,6 +732,95 @@ orchestrator:
         assert_eq!(key(github(&app, &[])), "QMS_GITHUB_PRIVATE_KEY");
         // The default namespace, all namespaces watched: fine.
         assert_eq!(github(&ok, &[]).unwrap().namespace, "default");
+    }
+
+    #[test]
+    fn leader_election_settings() {
+        let off = SettingsArgs::default();
+        assert_eq!(leader_election_config(&off, None, None).unwrap(), None);
+        let on = SettingsArgs {
+            leader_elect: true,
+            ..SettingsArgs::default()
+        };
+        let c = leader_election_config(&on, Some("qms-system".into()), Some("qms-0".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.namespace, "qms-system");
+        assert_eq!(c.lease_name, "qms-operator");
+        assert!(c.identity.starts_with("qms-0_"), "{}", c.identity);
+        assert_eq!(
+            (
+                c.lease_duration,
+                c.renew_deadline,
+                c.renew_interval,
+                c.retry_period
+            ),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                Duration::from_secs(2)
+            )
+        );
+        let custom = SettingsArgs {
+            leader_election_namespace: Some("ops".into()),
+            leader_election_lease_name: Some("qms-a".into()),
+            leader_election_lease_duration: Some("2s".into()),
+            leader_election_renew_interval: Some("500ms".into()),
+            leader_election_retry_period: Some("200ms".into()),
+            ..on.clone()
+        };
+        let c = leader_election_config(&custom, Some("ignored".into()), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.namespace.as_str(), c.lease_name.as_str()),
+            ("ops", "qms-a")
+        );
+        assert_eq!(c.renew_interval, Duration::from_millis(500));
+        let err = |args: SettingsArgs| {
+            leader_election_config(&args, None, None)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(SettingsArgs {
+            leader_election_renew_deadline: Some("20s".into()),
+            ..on.clone()
+        });
+        assert!(e.starts_with("--leader-election-renew-deadline:"), "{e}");
+        let e = err(SettingsArgs {
+            leader_election_lease_duration: Some("soon".into()),
+            ..on.clone()
+        });
+        assert!(e.starts_with("--leader-election-lease-duration:"), "{e}");
+        let e = err(SettingsArgs {
+            leader_election_retry_period: Some("0s".into()),
+            ..on
+        });
+        assert!(e.starts_with("--leader-election-retry-period:"), "{e}");
+    }
+
+    #[test]
+    fn leader_elect_flag_defaults_to_true_and_accepts_false() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            s: SettingsArgs,
+        }
+        assert!(T::try_parse_from(["t"]).unwrap().s.leader_elect);
+        assert!(
+            T::try_parse_from(["t", "--leader-elect"])
+                .unwrap()
+                .s
+                .leader_elect
+        );
+        assert!(
+            !T::try_parse_from(["t", "--leader-elect=false"])
+                .unwrap()
+                .s
+                .leader_elect
+        );
     }
 
     #[test]

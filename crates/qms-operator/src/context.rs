@@ -107,9 +107,22 @@ pub struct Shared {
     pub ready_tx: tokio::sync::watch::Sender<bool>,
     /// The GitHub integration, when enabled.
     pub github: Option<Arc<crate::github::Github>>,
+    /// Whether this process acts (runs the controllers): always without leader election, while
+    /// it holds the Lease with it. Exported as `qms_leader`.
+    pub leading: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
+    /// Whether this process currently runs the controllers (see [`Shared::leading`]).
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// A standby (leader election on, Lease held by another replica).
+    pub fn is_standby(&self) -> bool {
+        self.settings.leader_election.is_some() && !self.is_leader()
+    }
+
     pub fn ready(&self) -> bool {
         self.scopes.iter().all(|s| s.is_synced())
     }

@@ -1,6 +1,20 @@
 //! The operator's HTTP server: `/metrics` (Prometheus text), `/healthz`, `/readyz` (ready once every
 //! watch has listed). [`router`] returns a plain axum `Router` so more routes (the GitHub webhook)
 //! can be merged into the same server.
+//!
+//! With leader election the server runs on every replica, standbys included:
+//! - `/readyz` answers 200 `standby` on a standby. Readiness must not mean "is the leader": a
+//!   Deployment's rolling update waits for the new pod to become Ready before it stops the old
+//!   one, and the new pod cannot lead while the old one holds the Lease — the rollout would never
+//!   finish — and a PodDisruptionBudget would count every standby as disrupted. On the leader,
+//!   `/readyz` is 200 once its caches synced, as without election.
+//! - The GitHub webhook is answered by any replica the Service picks. It runs no controller: it
+//!   verifies the delivery and stores the change on the QmsWorkflow (spec, annotations) with a
+//!   resourceVersion-tested write that also records the delivery id, so deliveries handled by
+//!   different replicas cannot double-apply or lose each other's changes (qms-github's
+//!   deduplication design). The leader's controllers pick the change up from the watch. Answering
+//!   503 on standbys instead would lose deliveries: the Service does not retry another pod and
+//!   GitHub does not redeliver failed deliveries by itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +45,7 @@ pub fn render_metrics(shared: &Shared) -> String {
             })
             .inc();
     }
+    m.leader.set(i64::from(shared.is_leader()));
     m.agent_running.clear();
     m.agent_capacity.clear();
     let now = chrono::Utc::now();
@@ -75,7 +90,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if shared.ready() {
+    if shared.is_standby() {
+        // Serving (webhooks, metrics) and able to take over: see the module docs.
+        (StatusCode::OK, "standby")
+    } else if shared.ready() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")

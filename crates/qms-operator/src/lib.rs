@@ -6,7 +6,8 @@
 //! (one watch per kind, routing events to controllers), `observe` (pure: caches → engine input),
 //! `jobs` (pure: task → Job), `actions` (idempotent API writes),
 //! `controller::{workflow,catalog,github}`, `github` (the GitHub integration: webhooks and check
-//! runs, when `settings.github` is set), `metrics`, `http`, `dev`, `cli`.
+//! runs, when `settings.github` is set), `leader` (Lease-based leader election: the watches and
+//! controllers run only on the leader), `metrics`, `http`, `dev`, `cli`.
 #![forbid(unsafe_code)]
 
 pub mod actions;
@@ -20,6 +21,7 @@ pub mod github;
 pub mod http;
 pub mod informers;
 pub mod jobs;
+pub mod leader;
 pub mod metrics;
 pub mod observe;
 
@@ -71,6 +73,22 @@ pub struct OperatorHandle {
     /// The address the HTTP server listens on (port 0 in the settings picks a free port).
     pub http_addr: Option<SocketAddr>,
     tasks: JoinSet<()>,
+    leader: Option<LeaderTask>,
+}
+
+/// The leader-election task (campaign, then the controllers while leading).
+struct LeaderTask {
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<leader::Outcome>,
+}
+
+/// Why [`OperatorHandle::wait`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// A task ended by itself (they run forever otherwise).
+    TaskEnded,
+    /// The Lease was lost; the controllers are stopped already.
+    LostLeadership(String),
 }
 
 impl OperatorHandle {
@@ -86,15 +104,75 @@ impl OperatorHandle {
         &self.shared.metrics
     }
 
-    /// Stops every task at once, wherever it is (like killing the process): nothing is flushed.
+    /// Whether this process runs the controllers (always true without leader election).
+    pub fn is_leader(&self) -> bool {
+        self.shared.is_leader()
+    }
+
+    /// Waits until this process runs the controllers. Hang protection is the caller's.
+    pub async fn wait_leader(&self) {
+        let mut rx = self.shared.leading.subscribe();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
+    /// Stops every task at once, wherever it is (like killing the process): nothing is flushed,
+    /// a held Lease is not released (standbys take over once it expires).
     pub async fn stop(mut self) {
+        if let Some(l) = self.leader.take() {
+            l.task.abort();
+            let _ = l.task.await;
+        }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Waits until a task ends (only on failure: the tasks run forever).
-    pub async fn wait(&mut self) {
-        let _ = self.tasks.join_next().await;
+    /// Graceful stop (SIGTERM): the controllers stop first, then a held Lease is released so a
+    /// standby takes over at once; then everything else stops.
+    pub async fn shutdown(mut self) {
+        if let Some(l) = self.leader.take() {
+            l.shutdown.send_replace(true);
+            let abort = l.task.abort_handle();
+            // Releasing is one read and one write; do not hang on an unreachable API server.
+            if tokio::time::timeout(std::time::Duration::from_secs(10), l.task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                tracing::warn!("the lease was not released in time");
+            }
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a task ends or the leadership is lost (only on failure: the tasks run forever
+    /// and a standby campaigns forever).
+    pub async fn wait(&mut self) -> Exit {
+        let tasks = &mut self.tasks;
+        let ended = async move {
+            if tasks.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            let _ = tasks.join_next().await;
+        };
+        match self.leader.as_mut() {
+            None => {
+                ended.await;
+                Exit::TaskEnded
+            }
+            Some(l) => {
+                tokio::select! {
+                    _ = ended => Exit::TaskEnded,
+                    outcome = &mut l.task => {
+                        self.leader = None;
+                        match outcome {
+                            Ok(leader::Outcome::Lost(reason)) => Exit::LostLeadership(reason),
+                            _ => Exit::TaskEnded,
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -178,6 +256,7 @@ pub async fn start(
         failures: Default::default(),
         ready_tx: tokio::sync::watch::channel(false).0,
         github: github.clone(),
+        leading: tokio::sync::watch::channel(settings.leader_election.is_none()).0,
     });
     if let Some(gh) = &github {
         shared
@@ -209,42 +288,67 @@ pub async fn start(
             }
         });
     }
-    for part in parts {
-        let scope = part.scope.clone();
-        informers::spawn(&shared, &scope, part.writers, &mut tasks);
-        let r = part.receivers;
-        // Without GitHub the receiver is dropped here, so the informers' sends go nowhere.
-        if let Some(gh) = &github {
-            tasks.spawn(controller::github::run(
+    // The watches and controllers: at once without leader election, else once the Lease is held.
+    let controllers_shared = shared.clone();
+    let controllers_github = github.clone();
+    let start_controllers = move |tasks: &mut JoinSet<()>| {
+        let shared = controllers_shared;
+        let github = controllers_github;
+        for part in parts {
+            let scope = part.scope.clone();
+            informers::spawn(&shared, &scope, part.writers, tasks);
+            let r = part.receivers;
+            // Without GitHub the receiver is dropped here, so the informers' sends go nowhere.
+            if let Some(gh) = &github {
+                tasks.spawn(controller::github::run(
+                    shared.clone(),
+                    scope.clone(),
+                    gh.clone(),
+                    r.github,
+                ));
+            }
+            tasks.spawn(controller::workflow::run(
                 shared.clone(),
                 scope.clone(),
-                gh.clone(),
-                r.github,
+                r.workflows,
+            ));
+            tasks.spawn(controller::catalog::run(
+                shared.clone(),
+                scope,
+                r.templates,
+                r.gates,
+                r.agents,
             ));
         }
-        tasks.spawn(controller::workflow::run(
-            shared.clone(),
-            scope.clone(),
-            r.workflows,
-        ));
-        tasks.spawn(controller::catalog::run(
-            shared.clone(),
-            scope,
-            r.templates,
-            r.gates,
-            r.agents,
-        ));
+    };
+    let mut leader_task = None;
+    match &settings.leader_election {
+        None => start_controllers(&mut tasks),
+        Some(cfg) => {
+            let elector = leader::Elector::new(client.clone(), cfg.clone());
+            let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+            let s = shared.clone();
+            let task = tokio::spawn(async move {
+                leader::run(elector, &s.leading, shutdown_rx, start_controllers).await
+            });
+            leader_task = Some(LeaderTask {
+                shutdown: shutdown_tx,
+                task,
+            });
+        }
     }
     tracing::info!(
         name = %settings.name,
         namespaces = ?settings.namespaces,
         max_concurrent_workflows = settings.max_concurrent_workflows,
         github = github.is_some(),
+        leader_election = ?settings.leader_election.as_ref().map(|l| (&l.namespace, &l.lease_name, &l.identity)),
         "qms-operator started"
     );
     Ok(OperatorHandle {
         shared,
         http_addr,
         tasks,
+        leader: leader_task,
     })
 }

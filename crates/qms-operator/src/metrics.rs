@@ -123,6 +123,8 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub github_syncs: Family<GithubSyncLabels, Counter>,
     pub github_writes: Counter,
+    /// 1 while this process runs the controllers (holds the Lease, or no leader election).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -154,6 +156,7 @@ impl Metrics {
             actions: Family::default(),
             github_syncs: Family::default(),
             github_writes: Counter::default(),
+            leader: Gauge::default(),
         };
         registry.register(
             "qms_workflow_duration_seconds",
@@ -205,6 +208,11 @@ impl Metrics {
             "qms_github_check_writes",
             "Write requests made to GitHub by the check-run sync",
             m.github_writes.clone(),
+        );
+        registry.register(
+            "qms_leader",
+            "1 while this replica runs the controllers (holds the leader-election Lease, or runs without leader election), 0 on a standby",
+            m.leader.clone(),
         );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m

@@ -935,17 +935,34 @@ fn chart_with_github_enabled_gives_a_configuration_the_operator_accepts() {
         .expect("a Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
+    // Plain values, and the pod's name and namespace from the downward API (leader election).
+    let mut downward = BTreeMap::new();
     let env: BTreeMap<String, String> = container["env"]
         .as_array()
         .expect("env")
         .iter()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap().to_owned(),
-                e["value"].as_str().expect("plain values only").to_owned(),
-            )
+        .filter_map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            match e["value"].as_str() {
+                Some(v) => Some((name, v.to_owned())),
+                None => {
+                    let path = e["valueFrom"]["fieldRef"]["fieldPath"]
+                        .as_str()
+                        .expect("plain values or a fieldRef only");
+                    downward.insert(name, path.to_owned());
+                    None
+                }
+            }
         })
         .collect();
+    assert_eq!(
+        downward,
+        BTreeMap::from([
+            ("POD_NAME".to_owned(), "metadata.name".to_owned()),
+            ("POD_NAMESPACE".to_owned(), "metadata.namespace".to_owned()),
+        ])
+    );
+    assert_eq!(env["QMS_LEADER_ELECT"], "true");
     let volume = pod["volumes"]
         .as_array()
         .unwrap()
@@ -987,9 +1004,19 @@ fn chart_with_github_enabled_gives_a_configuration_the_operator_accepts() {
     assert_eq!(cfg.namespace, "qms");
     assert_eq!(cfg.trusted_logins, ["alice", "bob"]);
     let asked = asked.into_inner().unwrap();
+    // The variables `run` reads through clap (QMS_GITHUB_ENABLED, QMS_LEADER_*...).
+    let clap_env: BTreeSet<String> = {
+        use clap::CommandFactory;
+        let cli = qms_operator::cli::Cli::command();
+        let run = cli.find_subcommand("run").expect("run").clone();
+        run.get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    };
     for name in env.keys().filter(|k| k.starts_with("QMS_")) {
         assert!(
-            name == "QMS_GITHUB_ENABLED" || asked.contains(name),
+            clap_env.contains(name) || asked.contains(name),
             "the chart sets {name}, which the operator does not read"
         );
     }
