@@ -9,5 +9,5 @@ cd "$root"
 scripts/install-tools.sh
 export QMS_TOOLS_BIN="$root/.tools/bin"
 
-# Tests start many local servers and processes; two test binaries at a time fit 2 cores.
-cargo test --workspace --locked "$@"
+# Every test binary runs even after a failure (--no-fail-fast), so one run reports every failure.
+cargo test --workspace --locked --no-fail-fast "$@"

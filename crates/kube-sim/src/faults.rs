@@ -28,6 +28,9 @@ pub enum FaultAction {
 pub struct FaultRule {
     pub verb: Option<String>,
     pub resource: Option<String>,
+    /// Only for clients whose `User-Agent` starts with this (one client's view of an outage,
+    /// while the built-in kubelet and the others are unaffected).
+    pub user_agent: Option<String>,
     pub action: FaultAction,
     /// Chance in [0, 1] that a matching request fails.
     pub probability: f64,
@@ -40,6 +43,7 @@ impl FaultRule {
         FaultRule {
             verb: None,
             resource: None,
+            user_agent: None,
             action,
             probability: 1.0,
             remaining: None,
@@ -64,6 +68,11 @@ impl FaultRule {
         self.resource = Some(resource.to_owned());
         self
     }
+    /// Only for clients whose `User-Agent` header starts with `prefix`.
+    pub fn user_agent(mut self, prefix: &str) -> Self {
+        self.user_agent = Some(prefix.to_owned());
+        self
+    }
     pub fn probability(mut self, p: f64) -> Self {
         self.probability = p.clamp(0.0, 1.0);
         self
@@ -73,9 +82,13 @@ impl FaultRule {
         self
     }
 
-    fn matches(&self, verb: &str, resource: &str) -> bool {
+    fn matches(&self, verb: &str, resource: &str, user_agent: &str) -> bool {
         self.verb.as_deref().is_none_or(|v| v == verb)
             && self.resource.as_deref().is_none_or(|r| r == resource)
+            && self
+                .user_agent
+                .as_deref()
+                .is_none_or(|p| user_agent.starts_with(p))
     }
 
     fn to_error(&self, resource: &str) -> ApiError {
@@ -101,7 +114,8 @@ impl FaultRule {
     }
 }
 
-/// `code=500,verb=get,resource=pods,probability=0.5,times=3` (CLI `--fault`). `code=429`
+/// `code=500,verb=get,resource=pods,user-agent=qms-operator,probability=0.5,times=3` (CLI
+/// `--fault`). `code=429`
 /// takes `retry-after=SECS`; `code=409` is a conflict.
 impl FromStr for FaultRule {
     type Err = String;
@@ -117,6 +131,7 @@ impl FromStr for FaultRule {
                 "code" => code = Some(v.parse().map_err(|e| format!("code: {e}"))?),
                 "verb" => rule.verb = Some(v.to_owned()),
                 "resource" => rule.resource = Some(v.to_owned()),
+                "user-agent" => rule.user_agent = Some(v.to_owned()),
                 "probability" | "rate" => {
                     rule.probability = v
                         .parse::<f64>()
@@ -231,12 +246,12 @@ impl Faults {
         self.lock().expire_next_watch = true;
     }
 
-    pub(crate) fn check(&self, verb: &str, resource: &str) -> Option<ApiError> {
+    pub(crate) fn check(&self, verb: &str, resource: &str, user_agent: &str) -> Option<ApiError> {
         let mut s = self.lock();
         let FaultState { rng, rules, .. } = &mut *s;
         let mut fired = None;
         for (i, rule) in rules.iter_mut().enumerate() {
-            if !rule.matches(verb, resource) || rule.remaining == Some(0) {
+            if !rule.matches(verb, resource, user_agent) || rule.remaining == Some(0) {
                 continue;
             }
             if rule.probability >= 1.0 || rng.random_bool(rule.probability) {
@@ -329,12 +344,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_for_one_client_spares_the_others() {
+        let f = Faults::new(1);
+        f.add(
+            "code=500,verb=watch,user-agent=qms-operator"
+                .parse()
+                .unwrap(),
+        );
+        assert!(f.check("watch", "pods", "qms-operator/0.1.0").is_some());
+        assert!(f.check("watch", "pods", "kubectl/v1.35.0").is_none());
+        assert!(f.check("watch", "pods", "").is_none());
+        assert!(f.check("list", "pods", "qms-operator/0.1.0").is_none());
+    }
+
+    #[test]
     fn seeded_probability_is_reproducible() {
         let run = || {
             let f = Faults::new(7);
             f.add(FaultRule::error(500).probability(0.5));
             (0..64)
-                .map(|_| f.check("get", "pods").is_some())
+                .map(|_| f.check("get", "pods", "").is_some())
                 .collect::<Vec<_>>()
         };
         let a = run();

@@ -427,7 +427,10 @@ async fn resource(
     if let Some(d) = engine.faults.latency(verb, &label) {
         tokio::time::sleep(d).await;
     }
-    if let Some(e) = engine.faults.check(verb, &label) {
+    if let Some(e) = engine
+        .faults
+        .check(verb, &label, req.header(header::USER_AGENT))
+    {
         return Err(e);
     }
     let ns = t.ns.clone().unwrap_or_default();

@@ -193,21 +193,20 @@ impl KubeSimBuilder {
         };
         write_kubeconfig(&kubeconfig, &base_url)?;
 
-        let mut config = kube::Config::new(base_url.parse()?);
-        config.default_namespace = "default".into();
-        config.read_timeout = None;
-        let client = kube::Client::try_from(config)?;
+        let client = client_for(&base_url, None)?;
 
         let kubelet = match self.kubelet {
             KubeletMode::Disabled => None,
             KubeletMode::Default => Some(kube_sim_kubelet::spawn(
-                client.clone(),
+                client_for(&base_url, Some(KUBELET_USER_AGENT))?,
                 logs.clone(),
                 Arc::new(kube_sim_kubelet::LocalProcessRunner),
             )),
-            KubeletMode::Runner(r) => {
-                Some(kube_sim_kubelet::spawn(client.clone(), logs.clone(), r))
-            }
+            KubeletMode::Runner(r) => Some(kube_sim_kubelet::spawn(
+                client_for(&base_url, Some(KUBELET_USER_AGENT))?,
+                logs.clone(),
+                r,
+            )),
         };
 
         Ok(KubeSim {
@@ -258,6 +257,12 @@ impl KubeSim {
     /// A client for this server (default namespace `default`).
     pub fn client(&self) -> kube::Client {
         self.client.clone()
+    }
+
+    /// A client for this server that sends `User-Agent: user_agent`, so fault rules
+    /// ([`FaultRule::user_agent`]) can single it out.
+    pub fn client_with_user_agent(&self, user_agent: &str) -> anyhow::Result<kube::Client> {
+        client_for(&self.base_url, Some(user_agent))
     }
 
     /// A kubeconfig usable by kubectl, helm and kube-rs.
@@ -315,6 +320,23 @@ impl Drop for KubeSim {
 }
 
 /// Writes a kubeconfig for `server` (plain HTTP; any token is accepted).
+/// The `User-Agent` of the built-in Job controller and kubelet.
+pub const KUBELET_USER_AGENT: &str = "kube-sim-kubelet";
+
+/// A client for `base_url` (default namespace `default`, no read timeout: watches stay open).
+fn client_for(base_url: &str, user_agent: Option<&str>) -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::new(base_url.parse()?);
+    config.default_namespace = "default".into();
+    config.read_timeout = None;
+    if let Some(ua) = user_agent {
+        config.headers.push((
+            ::http::header::USER_AGENT,
+            ::http::HeaderValue::from_str(ua)?,
+        ));
+    }
+    Ok(kube::Client::try_from(config)?)
+}
+
 pub fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

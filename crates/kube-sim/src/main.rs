@@ -26,8 +26,9 @@ struct Args {
     /// Do not run the built-in Job controller and kubelet.
     #[arg(long)]
     no_kubelet: bool,
-    /// Inject a fault, e.g. `code=500,verb=get,resource=pods,probability=0.1` or
-    /// `code=429,retry-after=2,times=5`. Repeatable.
+    /// Inject a fault, e.g. `code=500,verb=get,resource=pods,probability=0.1`,
+    /// `code=429,retry-after=2,times=5` or `code=500,verb=watch,user-agent=qms-operator` (only
+    /// clients whose User-Agent starts with that). Repeatable.
     #[arg(long = "fault")]
     faults: Vec<FaultRule>,
     /// Seed for probabilistic faults.

@@ -152,8 +152,19 @@ fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
+/// The usual kubeconfig / in-cluster client, announcing itself as [`crate::USER_AGENT`] (API
+/// server audit logs and per-client rate limits see who asks).
+async fn client() -> Result<kube::Client, Box<dyn std::error::Error>> {
+    let mut config = kube::Config::infer().await?;
+    config.headers.push((
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_static(crate::USER_AGENT),
+    ));
+    Ok(kube::Client::try_from(config)?)
+}
+
 async fn run(settings: Settings) -> ExitCode {
-    let client = match kube::Client::try_default().await {
+    let client = match client().await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("qms-operator: no usable kubeconfig or in-cluster config: {e}");

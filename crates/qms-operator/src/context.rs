@@ -85,6 +85,10 @@ pub struct ExpectedJob {
 /// How long an expectation is kept at most (the cache shows a created Job long before).
 pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
+/// How long a Job we created is taken on trust while the cache does not show it. Older than
+/// this, the cache is lagging (a watch in backoff) and the Job is read from the API server.
+pub const EXPECTATION_TRUSTED: Duration = Duration::from_secs(5);
+
 pub struct Shared {
     pub client: Client,
     pub settings: Settings,

@@ -273,7 +273,8 @@ async fn run_inner(args: DevArgs) -> anyhow::Result<ExitCode> {
         github,
         ..Settings::default()
     };
-    let handle = crate::start(client.clone(), settings, crate::Http::On { extra: None }).await?;
+    let operator_client = sim.client_with_user_agent(crate::USER_AGENT)?;
+    let handle = crate::start(operator_client, settings, crate::Http::On { extra: None }).await?;
     handle.wait_ready().await;
     tracing::debug!("caches synced; applying workflows");
     for (file, text) in &workflows_text {

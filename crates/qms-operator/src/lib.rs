@@ -41,6 +41,9 @@ pub use context::Shared;
 /// Name the operator reports Events as.
 pub const REPORTER: &str = "qms-operator";
 
+/// The `User-Agent` of the operator's Kubernetes client.
+pub const USER_AGENT: &str = concat!("qms-operator/", env!("CARGO_PKG_VERSION"));
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(

@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use qms_api::{Agent, QmsWorkflow, QualityGate, QualityGateSpec, WorkflowState};
+use qms_api::{Agent, QmsWorkflow, QualityGate, QualityGateSpec, TaskPhase, WorkflowState};
 use qms_engine::{AgentView, JobObservation, JobPhase};
 
 use crate::jobs::{
@@ -186,30 +186,90 @@ pub fn workflow_jobs(
     pods: &[Arc<Pod>],
     now: DateTime<Utc>,
 ) -> (BTreeMap<String, JobObservation>, Option<Duration>) {
-    let name = workflow.name_any();
-    let ns = workflow.namespace();
-    let uid = workflow.uid();
     let mut out = BTreeMap::new();
     let mut recheck: Option<Duration> = None;
-    for job in jobs {
-        if job.namespace() != ns || job.labels().get(WORKFLOW_LABEL) != Some(&name) {
-            continue;
-        }
-        if let Some(uid) = &uid
-            && !owned_by(job, uid)
-        {
-            continue;
-        }
-        let job_pods: Vec<&Pod> = pods
-            .iter()
-            .filter(|p| p.namespace() == ns && pod_of_job(p, job))
-            .map(|p| p.as_ref())
-            .collect();
+    for job in jobs.iter().filter(|j| is_workflow_job(workflow, j)) {
+        let job_pods = pods_of_job(job, pods);
         let (obs, again) = observe_job(job, &job_pods, now);
         recheck = min_opt(recheck, again);
         out.insert(obs.name.clone(), obs);
     }
     (out, recheck)
+}
+
+/// Is `job` one of `workflow`'s Jobs (by label and, once the workflow has a uid, by controller
+/// owner)?
+fn is_workflow_job(workflow: &QmsWorkflow, job: &Job) -> bool {
+    job.namespace() == workflow.namespace()
+        && job.labels().get(WORKFLOW_LABEL) == Some(&workflow.name_any())
+        && workflow.uid().is_none_or(|uid| owned_by(job, &uid))
+}
+
+fn pods_of_job<'a>(job: &Job, pods: &'a [Arc<Pod>]) -> Vec<&'a Pod> {
+    pods.iter()
+        .filter(|p| p.namespace() == job.namespace() && pod_of_job(p, job))
+        .map(|p| p.as_ref())
+        .collect()
+}
+
+/// Is the task of Job `job_name` still waiting for its Job's outcome (or not in status yet)?
+fn task_unfinished(workflow: &QmsWorkflow, job_name: &str) -> bool {
+    workflow
+        .status
+        .iter()
+        .flat_map(|s| &s.steps)
+        .flat_map(|st| &st.tasks)
+        .find(|t| t.job_name == job_name)
+        .is_none_or(|t| matches!(t.phase, TaskPhase::Pending | TaskPhase::Running))
+}
+
+/// The Jobs of `workflow`'s unfinished tasks that neither the Job cache holds nor we have just
+/// created (`trusted`). A Job watch in backoff can lag; these are read from the API server before
+/// the engine would declare them lost, timed out or still running.
+pub fn uncached_task_jobs(
+    workflow: &QmsWorkflow,
+    jobs: &[Arc<Job>],
+    trusted: &[String],
+) -> Vec<String> {
+    let Some(status) = &workflow.status else {
+        return Vec::new();
+    };
+    status
+        .steps
+        .iter()
+        .flat_map(|st| &st.tasks)
+        .filter(|t| matches!(t.phase, TaskPhase::Pending | TaskPhase::Running))
+        .map(|t| &t.job_name)
+        .filter(|name| !trusted.contains(name))
+        .filter(|name| {
+            !jobs
+                .iter()
+                .any(|j| j.metadata.name.as_ref() == Some(name) && is_workflow_job(workflow, j))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The finished Jobs of `workflow` whose result the engine still needs (their task is not
+/// finished in status) but whose Pod the cache does not show terminated. The Job and Pod watches
+/// are separate streams, and a Pod watch in backoff after API errors can lag for many seconds:
+/// these Pods are read from the API server, so a stale cache never turns into a missing result.
+pub fn jobs_awaiting_pod_result(
+    workflow: &QmsWorkflow,
+    jobs: &[Arc<Job>],
+    pods: &[Arc<Pod>],
+) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| is_workflow_job(workflow, j))
+        .filter(|j| job_phase(j) != JobPhase::Active && j.metadata.deletion_timestamp.is_none())
+        .filter(|j| {
+            pods_of_job(j, pods)
+                .into_iter()
+                .all(|p| terminated_state(p).is_none())
+        })
+        .map(|j| j.name_any())
+        .filter(|name| task_unfinished(workflow, name))
+        .collect()
 }
 
 pub fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
@@ -572,6 +632,97 @@ mod tests {
         let (obs, recheck) = observe_job(&j, &[], later);
         assert_eq!(obs.phase, JobPhase::Succeeded);
         assert!(obs.termination_message.is_none() && recheck.is_none());
+    }
+
+    #[test]
+    fn finished_jobs_without_a_cached_result_are_read_from_the_api() {
+        let wf = workflow(
+            "wf",
+            Some(WorkflowState::DorPending),
+            "2025-08-17T06:00:00Z",
+        );
+        let done = |name| {
+            job(
+                name,
+                "wf",
+                "a",
+                Some(("Complete", "CompletionsReached", "2025-08-17T06:05:01Z")),
+            )
+        };
+        let (cached, uncached, running) = (
+            done("j-cached"),
+            done("j-uncached"),
+            job("j-running", "wf", "a", None),
+        );
+        let other = job(
+            "j-other",
+            "other-wf",
+            "a",
+            Some(("Complete", "CompletionsReached", "2025-08-17T06:05:01Z")),
+        );
+        let jobs = [cached.clone(), uncached.clone(), running, other];
+        let pods = [pod(&cached, 0, Some("{}"))];
+        assert_eq!(jobs_awaiting_pod_result(&wf, &jobs, &pods), ["j-uncached"]);
+
+        // Once status holds the task's outcome, its Pod is not needed any more.
+        let mut wf = (*wf).clone();
+        let status = wf.status.get_or_insert_with(Default::default);
+        status.steps.push(qms_api::StepStatus {
+            name: "check".into(),
+            tasks: vec![qms_api::TaskStatus {
+                job_name: "j-uncached".into(),
+                agent: "a".into(),
+                selector: "a".into(),
+                attempt: 1,
+                phase: TaskPhase::Succeeded,
+                started_at: None,
+                finished_at: None,
+                result: None,
+                message: String::new(),
+            }],
+            ..Default::default()
+        });
+        assert!(jobs_awaiting_pod_result(&wf, &jobs, &pods).is_empty());
+    }
+
+    #[test]
+    fn running_tasks_whose_job_is_not_cached_are_read_from_the_api() {
+        let mut wf = (*workflow(
+            "wf",
+            Some(WorkflowState::DorPending),
+            "2025-08-17T06:00:00Z",
+        ))
+        .clone();
+        let task = |job: &str, phase| qms_api::TaskStatus {
+            job_name: job.into(),
+            agent: "a".into(),
+            selector: "a".into(),
+            attempt: 1,
+            phase,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            message: String::new(),
+        };
+        wf.status.as_mut().unwrap().steps.push(qms_api::StepStatus {
+            name: "check".into(),
+            tasks: vec![
+                task("j-cached", TaskPhase::Running),
+                task("j-uncached", TaskPhase::Running),
+                task("j-just-created", TaskPhase::Pending),
+                task("j-done", TaskPhase::Succeeded),
+            ],
+            ..Default::default()
+        });
+        // A Job of the same name owned by another workflow does not count as cached.
+        let jobs = [
+            job("j-cached", "wf", "a", None),
+            job("j-uncached", "other", "a", None),
+        ];
+        let expected = ["j-just-created".to_owned()];
+        assert_eq!(uncached_task_jobs(&wf, &jobs, &expected), ["j-uncached"]);
+        wf.status = None;
+        assert!(uncached_task_jobs(&wf, &jobs, &expected).is_empty());
     }
 
     #[test]

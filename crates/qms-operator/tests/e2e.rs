@@ -612,6 +612,58 @@ async fn api_faults_do_not_change_the_outcome() {
     op.stop().await;
 }
 
+/// Job and Pod watches that are down (backoff after API errors, dropped streams) leave the
+/// caches without the finished Job and its Pod: both are read from the API server instead of the
+/// task being declared timed out, lost or without a result — an outage of a watch never fails a
+/// task that succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_watches_do_not_lose_results() {
+    use kube_sim::FaultRule;
+    let env = Env::start().await;
+    env.apply(&agent(
+        "scanner",
+        5,
+        &result("success", r#""test_coverage":91"#, 0),
+    ))
+    .await;
+    env.apply(&gate("cov", "test_coverage", "gte", 80.0, true))
+        .await;
+    env.apply(
+        &template_one_step("t", "scanner", &["cov"], "").replace("timeout: 20s", "timeout: 8s"),
+    )
+    .await;
+    let op = env.operator(env.settings()).await;
+    // From now on the operator cannot re-establish its Job and Pod watches; reads still work,
+    // and the kubelet's own watches are unaffected.
+    let faults = env.sim.faults();
+    for resource in ["jobs", "pods"] {
+        faults.add(
+            FaultRule::error(500)
+                .verb("watch")
+                .resource(resource)
+                .user_agent("qms-operator"),
+        );
+    }
+    faults.drop_watches();
+    env.apply(&workflow("pr-w", "t", "eeeeeee")).await;
+    let wf = env
+        .wait_for("pr-w", "a terminal state", |wf| state_of(wf).is_terminal())
+        .await;
+    let s = wf.status.unwrap();
+    assert_eq!(
+        s.state,
+        WorkflowState::Completed,
+        "{}",
+        serde_json::to_string_pretty(&s).unwrap()
+    );
+    let step = s.step("check").unwrap();
+    assert_eq!(step.tasks.len(), 1, "one attempt, not a retry");
+    let g = &step.gates[0];
+    assert_eq!((g.verdict, g.value), (GateVerdict::Passed, Some(91.0)));
+    faults.clear();
+    op.stop().await;
+}
+
 /// 9. loadCapacity 1 with three workflows: never more than one Job of that agent at a time, and
 /// the queue drains. Also: with maxConcurrentWorkflows 2 the third workflow waits (Queued).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

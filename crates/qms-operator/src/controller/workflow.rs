@@ -15,6 +15,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -25,9 +26,9 @@ use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus, WorkflowState};
 use qms_engine::{Action as EngineAction, JobObservation, JobPhase, Observed};
 
 use crate::actions::{self, FIELD_MANAGER};
-use crate::context::{Scope, Shared, lock};
+use crate::context::{EXPECTATION_TRUSTED, Scope, Shared, lock};
 use crate::error::Error;
-use crate::jobs::{MANAGED_BY, MANAGED_BY_LABEL, owned_by};
+use crate::jobs::{JOB_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, owned_by};
 use crate::metrics::{ActionKind, ActionOutcome, ControllerKind, GateLabels, WorkflowLabels};
 use crate::observe;
 
@@ -157,16 +158,40 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
         }
     }
 
+    let stores = &scope.stores;
+    // Outside the decide lock: these may be API calls.
+    let trusted: Vec<String> = shared
+        .expected_for(&uid)
+        .into_iter()
+        .filter(|(_, e)| e.at.elapsed() < EXPECTATION_TRUSTED)
+        .map(|(name, _)| name)
+        .collect();
+    let (read_jobs, read_pods) = read_cache_gaps(
+        shared,
+        &wf,
+        &stores.jobs.state(),
+        &stores.pods.state(),
+        &trusted,
+    )
+    .await?;
+
     let guard = shared.decide_lock.lock().await;
     let now = Utc::now();
-    let stores = &scope.stores;
     let template = stores
         .templates
         .get(&ObjectRef::new(&wf.spec.template_ref.name).within(&ns));
     let all_gates = stores.gates.state();
     let gates = observe::gates_in(&ns, &all_gates);
-    let all_jobs = stores.jobs.state();
-    let pods = stores.pods.state();
+    let mut all_jobs = stores.jobs.state();
+    // Only what the cache still lacks, so no Job is counted twice towards an agent's load.
+    let cached: Vec<String> = all_jobs.iter().map(|j| j.name_any()).collect();
+    all_jobs.extend(
+        read_jobs
+            .into_iter()
+            .filter(|j| !cached.contains(&j.name_any())),
+    );
+    let mut pods = stores.pods.state();
+    pods.extend(read_pods);
     let in_flight = shared.in_flight(&ns, &stores.jobs);
     let agents = observe::agent_views(&ns, &stores.agents.state(), &all_jobs, &in_flight, now);
     let (mut jobs, recheck) = observe::workflow_jobs(&wf, &all_jobs, &pods, now);
@@ -253,6 +278,45 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
         Some(d) => Action::requeue(d.max(Duration::from_millis(50))),
         None => Action::await_change(),
     })
+}
+
+/// Reads from the API server what the caches lack for a sound decision: the Jobs of unfinished
+/// tasks that the Job cache does not hold ([`observe::uncached_task_jobs`]), and the Pods of
+/// finished Jobs whose result the Pod cache does not hold ([`observe::jobs_awaiting_pod_result`]).
+/// A watch in backoff after API errors can lag for many seconds; deciding on it would declare a
+/// Job lost or a result missing for a task that succeeded. An error fails the reconcile (retried
+/// with backoff) instead.
+async fn read_cache_gaps(
+    shared: &Shared,
+    wf: &QmsWorkflow,
+    jobs: &[Arc<Job>],
+    pods: &[Arc<Pod>],
+    trusted: &[String],
+) -> Result<(Vec<Arc<Job>>, Vec<Arc<Pod>>), Error> {
+    let ns = wf.namespace().unwrap_or_default();
+    let mut read_jobs = Vec::new();
+    let uncached = observe::uncached_task_jobs(wf, jobs, trusted);
+    if !uncached.is_empty() {
+        let api: Api<Job> = Api::namespaced(shared.client.clone(), &ns);
+        for name in &uncached {
+            let job = api.get_opt(name).await?;
+            tracing::debug!(job = %name, found = job.is_some(), "read a Job the cache lacks");
+            read_jobs.extend(job.map(Arc::new));
+        }
+    }
+    let all_jobs: Vec<Arc<Job>> = jobs.iter().chain(&read_jobs).cloned().collect();
+    let mut read_pods = Vec::new();
+    let awaiting = observe::jobs_awaiting_pod_result(wf, &all_jobs, pods);
+    if !awaiting.is_empty() {
+        let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+        for job in &awaiting {
+            let lp = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job}"));
+            let list = api.list(&lp).await?;
+            tracing::debug!(%job, pods = list.items.len(), "read the Pods of a finished Job the cache lacks");
+            read_pods.extend(list.items.into_iter().map(Arc::new));
+        }
+    }
+    Ok((read_jobs, read_pods))
 }
 
 /// The status without the fields qms-github owns (`checkRuns`, `dispatches`, field manager

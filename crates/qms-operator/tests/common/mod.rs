@@ -53,7 +53,12 @@ impl Env {
     }
 
     pub async fn operator(&self, settings: Settings) -> OperatorHandle {
-        qms_operator::start(self.client.clone(), settings, Http::Off)
+        // Its own client, as in `run`: fault rules can single out the operator's requests.
+        let client = self
+            .sim
+            .client_with_user_agent(qms_operator::USER_AGENT)
+            .expect("operator client");
+        qms_operator::start(client, settings, Http::Off)
             .await
             .expect("operator starts")
     }
