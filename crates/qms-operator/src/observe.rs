@@ -634,6 +634,20 @@ mod tests {
         assert!(obs.termination_message.is_none() && recheck.is_none());
     }
 
+    fn task(job: &str, phase: TaskPhase) -> qms_api::TaskStatus {
+        qms_api::TaskStatus {
+            job_name: job.into(),
+            agent: "a".into(),
+            selector: "a".into(),
+            attempt: 1,
+            phase,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            message: String::new(),
+        }
+    }
+
     #[test]
     fn finished_jobs_without_a_cached_result_are_read_from_the_api() {
         let wf = workflow(
@@ -669,17 +683,7 @@ mod tests {
         let status = wf.status.get_or_insert_with(Default::default);
         status.steps.push(qms_api::StepStatus {
             name: "check".into(),
-            tasks: vec![qms_api::TaskStatus {
-                job_name: "j-uncached".into(),
-                agent: "a".into(),
-                selector: "a".into(),
-                attempt: 1,
-                phase: TaskPhase::Succeeded,
-                started_at: None,
-                finished_at: None,
-                result: None,
-                message: String::new(),
-            }],
+            tasks: vec![task("j-uncached", TaskPhase::Succeeded)],
             ..Default::default()
         });
         assert!(jobs_awaiting_pod_result(&wf, &jobs, &pods).is_empty());
@@ -693,17 +697,6 @@ mod tests {
             "2025-08-17T06:00:00Z",
         ))
         .clone();
-        let task = |job: &str, phase| qms_api::TaskStatus {
-            job_name: job.into(),
-            agent: "a".into(),
-            selector: "a".into(),
-            attempt: 1,
-            phase,
-            started_at: None,
-            finished_at: None,
-            result: None,
-            message: String::new(),
-        };
         wf.status.as_mut().unwrap().steps.push(qms_api::StepStatus {
             name: "check".into(),
             tasks: vec![
