@@ -72,6 +72,9 @@ pub struct EngineConfig {
     pub retry_base: f64,
     /// Extra time given to gates after the step's timeout (`quality_gates.timeout_buffer`).
     pub gate_timeout_buffer: Duration,
+    /// When a gate's `escalation` is enabled without a `threshold`, it escalates when still
+    /// undecided this long after its step's attempt started (`quality_gates.escalation_threshold`).
+    pub gate_escalation_threshold: Duration,
     /// Largest agent result accepted, in bytes.
     pub max_result_bytes: usize,
     /// Key under which the task payload is passed to the agent container.
@@ -84,6 +87,7 @@ impl Default for EngineConfig {
             default_timeout: Duration::from_secs(1800),
             retry_base: 2.0,
             gate_timeout_buffer: Duration::from_secs(30),
+            gate_escalation_threshold: Duration::from_secs(600),
             max_result_bytes: 64 * 1024,
             payload_env: "QMS_TASK".to_owned(),
         }

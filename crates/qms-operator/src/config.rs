@@ -168,7 +168,6 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub max_concurrent_workflows: u32,
     pub engine: EngineConfig,
-    pub escalation_threshold: Duration,
     pub health_check_interval: Duration,
     pub workflow_concurrency: u16,
     pub catalog_concurrency: u16,
@@ -187,7 +186,6 @@ impl Default for Settings {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_concurrent_workflows: 50,
             engine: EngineConfig::default(),
-            escalation_threshold: Duration::from_secs(600),
             health_check_interval: Duration::from_secs(10),
             // 8 concurrent reconciles × a handful of requests each stays far below what an API
             // server serves, and bounds the burst a full re-list causes after a restart.
@@ -299,7 +297,7 @@ impl Settings {
                 duration("orchestrator.quality_gates.timeout_buffer", d.as_str())?;
         }
         if let Some(d) = &qg.escalation_threshold {
-            s.escalation_threshold = duration(
+            s.engine.gate_escalation_threshold = duration(
                 "orchestrator.quality_gates.escalation_threshold",
                 d.as_str(),
             )?;
@@ -340,7 +338,7 @@ impl Settings {
             s.engine.gate_timeout_buffer = duration("--gate-timeout-buffer", d)?;
         }
         if let Some(d) = &args.escalation_threshold {
-            s.escalation_threshold = duration("--escalation-threshold", d)?;
+            s.engine.gate_escalation_threshold = duration("--escalation-threshold", d)?;
         }
         if let Some(d) = &args.health_check_interval {
             s.health_check_interval = duration("--health-check-interval", d)?;
@@ -558,7 +556,7 @@ orchestrator:
         assert_eq!(s.engine.default_timeout, Duration::from_secs(1800));
         assert_eq!(s.engine.retry_base, 2.0);
         assert_eq!(s.engine.gate_timeout_buffer, Duration::from_secs(30));
-        assert_eq!(s.escalation_threshold, Duration::from_secs(600));
+        assert_eq!(s.engine.gate_escalation_threshold, Duration::from_secs(600));
         assert_eq!(s.health_check_interval, Duration::from_secs(10));
         assert_eq!(s.name, "QMS Process Orchestrator");
     }

@@ -226,6 +226,7 @@ pub fn requeue_after(ctx: &Ctx<'_, '_>, plan: Option<&Plan<'_>>) -> Option<std::
         match s.phase {
             StepPhase::Running => {
                 due.extend(tasks::step_deadline(s, ps));
+                due.extend(step::gate_escalation_due(ctx, ps, i).map(|(at, _)| at));
                 for t in &s.tasks {
                     match t.phase {
                         TaskPhase::Pending => due.push(time::add(ctx.now, super::WAIT_POLL)),

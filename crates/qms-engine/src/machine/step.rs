@@ -199,6 +199,11 @@ fn running(ctx: &mut Ctx<'_, '_>, plan: &Plan<'_>, i: usize) {
         }
         return;
     }
+    if let Some((at, gate)) = gate_escalation_due(ctx, ps, i)
+        && ctx.now >= at
+    {
+        escalate_gate(ctx, ps, i, &gate);
+    }
     if let Some(why) = run_timed_out(ctx, plan) {
         tasks::stop_all(ctx, i, TaskPhase::Cancelled, "RunTimeout");
         fail(ctx, ps, i, why, true);
@@ -346,6 +351,55 @@ pub fn waiting_since(ctx: &Ctx<'_, '_>, i: usize) -> DateTime<Utc> {
 pub fn escalation_due(ctx: &Ctx<'_, '_>, ps: &PlannedStep<'_>, i: usize) -> Option<DateTime<Utc>> {
     let after = ps.escalate_after?;
     (ps.escalate && !ctx.st.steps[i].escalated).then(|| time::add(waiting_since(ctx, i), after))
+}
+
+/// When the first of the step's gates with `escalation.enabled` is still undecided for its
+/// `escalation.threshold` (default: the configured `gate_escalation_threshold`) since the attempt
+/// started (None: no such gate, or the step already
+/// escalated in this run). The gate and its threshold come with the time.
+pub fn gate_escalation_due(
+    ctx: &Ctx<'_, '_>,
+    ps: &PlannedStep<'_>,
+    i: usize,
+) -> Option<(DateTime<Utc>, (String, std::time::Duration))> {
+    let step = &ctx.st.steps[i];
+    if step.escalated || step.phase != StepPhase::Running {
+        return None;
+    }
+    let started = step.started_at.as_deref().and_then(time::parse)?;
+    ps.spec
+        .quality_gates
+        .iter()
+        .filter_map(|name| {
+            let esc = ctx.obs.gates.get(name)?.escalation.as_ref()?;
+            let after = match &esc.threshold {
+                Some(t) => t.to_std().ok()?,
+                None => ctx.obs.config.gate_escalation_threshold,
+            };
+            esc.enabled
+                .then(|| (time::add(started, after), (name.clone(), after)))
+        })
+        .min_by_key(|(at, _)| *at)
+}
+
+/// A gate that is still undecided past its escalation threshold: an event and the Escalated
+/// condition (the step keeps running; its own timeout decides). Once per step run, shared with
+/// the step's escalation so nobody is paged twice for the same step.
+fn escalate_gate(
+    ctx: &mut Ctx<'_, '_>,
+    ps: &PlannedStep<'_>,
+    i: usize,
+    (gate, after): &(String, std::time::Duration),
+) {
+    ctx.st.steps[i].escalated = true;
+    let why = format!("gate {gate} still undecided after {after:?}");
+    ctx.emit(
+        EventType::ErrorOccurred,
+        "GateEscalated",
+        format!("step {} escalated: {why}", ps.name()),
+        true,
+        json!({ "error_type": "GateEscalated", "step": ps.name(), "gate_name": gate, "error": why }),
+    );
 }
 
 /// The decision that counts for `step`: same head SHA; after a retry only decisions taken at or

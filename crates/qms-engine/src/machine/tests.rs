@@ -389,6 +389,84 @@ fn manual_step_escalates_once_then_times_out() {
 }
 
 #[test]
+fn undecided_gate_escalates_once_at_its_threshold_and_the_step_keeps_running() {
+    let mut w = World::standard();
+    w.gates.get_mut("code-coverage").unwrap().escalation = Some(qms_api::GateEscalation {
+        enabled: true,
+        threshold: Some(dur("300s")),
+    });
+    w.step_once();
+    w.advance(5);
+    w.pass_step("dor-validation");
+    w.step_once();
+    assert_eq!(w.step("progress-reviews").phase, StepPhase::Running);
+    let d = w.decide();
+    assert_eq!(
+        d.requeue_after,
+        Some(Duration::from_secs(300)),
+        "due exactly then"
+    );
+    let escalations = |d: &crate::Decision| {
+        emits(d)
+            .iter()
+            .filter(|(_, r)| r == "GateEscalated")
+            .count()
+    };
+    w.advance(299);
+    let d = w.step_once();
+    assert_eq!(escalations(&d), 0);
+    assert_eq!(cond(&w, "Escalated"), Some(ConditionStatus::False));
+    w.advance(1);
+    let d = w.step_once();
+    assert_eq!(escalations(&d), 1);
+    assert_eq!(cond(&w, "Escalated"), Some(ConditionStatus::True));
+    assert_eq!(
+        w.state(),
+        WorkflowState::ProgressPending,
+        "escalation alone fails nothing"
+    );
+    assert_eq!(w.step("progress-reviews").phase, StepPhase::Running);
+    assert_fixed_point(&w, &d);
+    w.advance(60);
+    let d = w.step_once();
+    assert_eq!(escalations(&d), 0, "once per step run");
+    w.pass_step("progress-reviews");
+    w.step_once();
+    assert_eq!(w.state(), WorkflowState::DodPending);
+
+    // Without a threshold the configured default applies; disabled: never.
+    for (esc, escalates) in [
+        (
+            qms_api::GateEscalation {
+                enabled: true,
+                threshold: None,
+            },
+            true,
+        ),
+        (
+            qms_api::GateEscalation {
+                enabled: false,
+                threshold: Some(dur("300s")),
+            },
+            false,
+        ),
+    ] {
+        let mut w = World::standard();
+        w.config.gate_escalation_threshold = Duration::from_secs(600);
+        w.gates.get_mut("code-coverage").unwrap().escalation = Some(esc);
+        w.step_once();
+        w.advance(5);
+        w.pass_step("dor-validation");
+        w.step_once();
+        w.advance(599);
+        assert_eq!(escalations(&w.step_once()), 0);
+        w.advance(1);
+        let d = w.step_once();
+        assert_eq!(escalations(&d), usize::from(escalates), "{escalates}");
+    }
+}
+
+#[test]
 fn new_head_sha_cancels_and_restarts() {
     let mut w = World::standard();
     w.step_once();
