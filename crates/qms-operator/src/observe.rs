@@ -223,7 +223,7 @@ fn task_unfinished(workflow: &QmsWorkflow, job_name: &str) -> bool {
         .is_none_or(|t| matches!(t.phase, TaskPhase::Pending | TaskPhase::Running))
 }
 
-/// The Jobs of `workflow`'s unfinished tasks that neither the Job cache holds nor we have just
+/// The Jobs of `workflow`'s running tasks that neither the Job cache holds nor we have just
 /// created (`trusted`). A Job watch in backoff can lag; these are read from the API server before
 /// the engine would declare them lost, timed out or still running.
 pub fn uncached_task_jobs(
@@ -238,7 +238,8 @@ pub fn uncached_task_jobs(
         .steps
         .iter()
         .flat_map(|st| &st.tasks)
-        .filter(|t| matches!(t.phase, TaskPhase::Pending | TaskPhase::Running))
+        // Pending tasks wait for agent capacity: they have no Job yet.
+        .filter(|t| t.phase == TaskPhase::Running)
         .map(|t| &t.job_name)
         .filter(|name| !trusted.contains(name))
         .filter(|name| {
@@ -702,7 +703,8 @@ mod tests {
             tasks: vec![
                 task("j-cached", TaskPhase::Running),
                 task("j-uncached", TaskPhase::Running),
-                task("j-just-created", TaskPhase::Pending),
+                task("j-just-created", TaskPhase::Running),
+                task("j-waiting-for-capacity", TaskPhase::Pending),
                 task("j-done", TaskPhase::Succeeded),
             ],
             ..Default::default()
