@@ -1,6 +1,7 @@
 //! The GitHub REST client: octocrab for transport, plus what GitHub's limits need.
 //!
-//! - Writes are paced by a token bucket (default 80/min, GitHub's secondary limit).
+//! - Writes are paced under GitHub's secondary limits for content-creating requests: a token
+//!   bucket (default 80/min) and a sliding hourly window (default 500/h).
 //! - `429`/`403` with `Retry-After` or an exhausted `x-ratelimit-remaining` block every request
 //!   until the time GitHub named; `5xx` and transport errors block with jittered exponential
 //!   backoff (a circuit breaker: during an outage we stop hammering GitHub).
@@ -61,8 +62,8 @@ impl GithubError {
     }
 }
 
-/// Token bucket for write requests. Burst `b` and refill `(n - b)` per minute, so no 60-second
-/// window holds more than `n` writes (`b` at start plus `n - b` refilled).
+/// Token bucket for write requests. Burst `b` and refill `(n - b)` per window, so no window holds
+/// more than `n` writes (`b` at start plus `n - b` refilled).
 #[derive(Debug)]
 struct Bucket {
     capacity: f64,
@@ -72,36 +73,105 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(per_minute: u32) -> Self {
-        let n = per_minute.max(1);
+    fn new(limit: u32, window: std::time::Duration) -> Self {
+        let n = limit.max(1);
         let burst = (n / 8).clamp(1, 10);
         Self {
             capacity: f64::from(burst),
             tokens: f64::from(burst),
-            per_sec: f64::from((n - burst).max(1)) / 60.0,
+            per_sec: f64::from((n - burst).max(1)) / window.as_secs_f64().max(1.0),
             last: None,
         }
     }
 
-    fn take(&mut self, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
+    fn refill(&mut self, now: DateTime<Utc>) {
         if let Some(last) = self.last {
             let elapsed = (now - last).num_milliseconds().max(0) as f64 / 1000.0;
             self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
         }
         self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
+    }
+
+    /// None when a token is there; otherwise when the next one will be.
+    fn next_token_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (self.tokens < 1.0).then(|| {
             let wait = ((1.0 - self.tokens) / self.per_sec * 1000.0).ceil() as i64;
-            Err(now + Duration::milliseconds(wait.max(1)))
+            now + Duration::milliseconds(wait.max(1))
+        })
+    }
+
+    #[cfg(test)]
+    fn take(&mut self, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
+        self.refill(now);
+        match self.next_token_at(now) {
+            Some(at) => Err(at),
+            None => {
+                self.tokens -= 1.0;
+                Ok(())
+            }
         }
     }
 }
 
+/// At most `limit` writes in any rolling `window` (GitHub's hourly limit): a sliding log of the
+/// last `limit` write times. Unlike a bucket it does not slow a quiet installation down; it only
+/// stops a sustained stream at the limit.
+#[derive(Debug)]
+struct WindowLog {
+    limit: usize,
+    window: Duration,
+    times: std::collections::VecDeque<DateTime<Utc>>,
+}
+
+impl WindowLog {
+    fn new(limit: u32, window: std::time::Duration) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            window: Duration::from_std(window).unwrap_or(Duration::hours(1)),
+            times: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// None when a write may go now; otherwise when the oldest write leaves the window.
+    fn next_slot_at(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        while self.times.front().is_some_and(|t| *t + self.window <= now) {
+            self.times.pop_front();
+        }
+        if self.times.len() < self.limit {
+            return None;
+        }
+        self.times.front().map(|t| *t + self.window)
+    }
+
+    fn record(&mut self, now: DateTime<Utc>) {
+        self.times.push_back(now);
+    }
+}
+
+/// One write against both limits: admitted by both (and counted in both) or by neither, with
+/// the time both will admit it.
+fn take_write(
+    minute: &mut Bucket,
+    hour: &mut WindowLog,
+    now: DateTime<Utc>,
+) -> Result<(), DateTime<Utc>> {
+    minute.refill(now);
+    let wait = [minute.next_token_at(now), hour.next_slot_at(now)]
+        .into_iter()
+        .flatten()
+        .max();
+    if let Some(at) = wait {
+        return Err(at);
+    }
+    minute.tokens -= 1.0;
+    hour.record(now);
+    Ok(())
+}
+
 #[derive(Debug)]
 struct Limits {
-    bucket: Bucket,
+    per_minute: Bucket,
+    per_hour: WindowLog,
     blocked_until: Option<DateTime<Utc>>,
     failures: u32,
 }
@@ -161,7 +231,8 @@ impl GithubClient {
             auth: Auth::from_credentials(&cfg.credentials)?,
             clock,
             limits: Mutex::new(Limits {
-                bucket: Bucket::new(cfg.writes_per_minute),
+                per_minute: Bucket::new(cfg.writes_per_minute, std::time::Duration::from_secs(60)),
+                per_hour: WindowLog::new(cfg.writes_per_hour, std::time::Duration::from_secs(3600)),
                 blocked_until: None,
                 failures: 0,
             }),
@@ -193,8 +264,12 @@ impl GithubClient {
             return Err(GithubError::RateLimited { until });
         }
         if kind == Kind::Write {
-            l.bucket
-                .take(now)
+            let Limits {
+                per_minute,
+                per_hour,
+                ..
+            } = &mut *l;
+            take_write(per_minute, per_hour, now)
                 .map_err(|until| GithubError::RateLimited { until })?;
         }
         Ok(())
@@ -661,7 +736,7 @@ mod tests {
     #[test]
     fn bucket_never_exceeds_the_limit_in_any_minute() {
         let start = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
-        let mut b = Bucket::new(80);
+        let mut b = Bucket::new(80, std::time::Duration::from_secs(60));
         let mut granted = Vec::new();
         // Try a write every 100 ms for 5 minutes.
         for i in 0..3000 {
@@ -679,6 +754,47 @@ mod tests {
         }
         // And it is not needlessly slow: close to 80/min sustained.
         assert!(granted.len() >= 5 * 70, "{}", granted.len());
+    }
+
+    #[test]
+    fn minute_and_hour_limits_hold_together() {
+        let start = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut minute = Bucket::new(80, std::time::Duration::from_secs(60));
+        let mut hour = WindowLog::new(500, std::time::Duration::from_secs(3600));
+        let mut granted = Vec::new();
+        // Try a write every 200 ms for 3 hours.
+        for i in 0..(3 * 3600 * 5) {
+            let now = start + Duration::milliseconds(i * 200);
+            match take_write(&mut minute, &mut hour, now) {
+                Ok(()) => granted.push(now),
+                Err(at) => assert!(at > now, "a refusal names a later time"),
+            }
+        }
+        for (window, limit) in [(60, 80), (3600, 500)] {
+            for (i, t) in granted.iter().enumerate() {
+                let n = granted[i..]
+                    .iter()
+                    .take_while(|u| **u < *t + Duration::seconds(window))
+                    .count();
+                assert!(n <= limit, "{n} writes in the {window} s from {t}");
+            }
+        }
+        // 500 an hour sustained; and the hourly limit does not slow a burst: the first 500
+        // writes go at the per-minute pace (about 7 minutes, not an hour).
+        assert!(granted.len() >= 3 * 500 - 10, "{}", granted.len());
+        assert!(
+            granted[499] - start <= Duration::minutes(8),
+            "{}",
+            granted[499] - start
+        );
+        // A write refused by the hourly window takes no token from the minute bucket.
+        let mut m = Bucket::new(80, std::time::Duration::from_secs(60));
+        let mut h = WindowLog::new(1, std::time::Duration::from_secs(3600));
+        assert!(take_write(&mut m, &mut h, start).is_ok());
+        let before = m.tokens;
+        let at = take_write(&mut m, &mut h, start).unwrap_err();
+        assert_eq!(at, start + Duration::hours(1));
+        assert_eq!(m.tokens, before);
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub const DEFAULT_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 /// GitHub's secondary limit for content-creating requests.
 pub const DEFAULT_WRITES_PER_MINUTE: u32 = 80;
+/// GitHub's secondary limit on content-creating requests per hour.
+pub const DEFAULT_WRITES_PER_HOUR: u32 = 500;
 
 /// Repository permission levels, lowest first (GitHub's `role_name` / `permission`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,8 +74,9 @@ pub struct GithubConfig {
     /// `details_url` of check runs; placeholders `{namespace}`, `{name}`, `{run}`, `{step}`,
     /// `{repository}`, `{pr}`, `{sha}`. None = no link.
     pub details_url_template: Option<String>,
-    /// Pacing of write requests (GitHub's secondary limit is 80/min).
+    /// Pacing of write requests (GitHub's secondary limits are 80/min and 500/h).
     pub writes_per_minute: u32,
+    pub writes_per_hour: u32,
     /// Webhook bodies above this are refused with 413 before they are hashed.
     pub max_body_bytes: usize,
 }
@@ -91,6 +94,7 @@ impl Default for GithubConfig {
             trusted_teams: Vec::new(),
             details_url_template: None,
             writes_per_minute: DEFAULT_WRITES_PER_MINUTE,
+            writes_per_hour: DEFAULT_WRITES_PER_HOUR,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -206,6 +210,15 @@ impl GithubConfig {
                 });
             }
         }
+        if let Some(v) = get("QMS_GITHUB_WRITES_PER_HOUR") {
+            cfg.writes_per_hour = parse_num("QMS_GITHUB_WRITES_PER_HOUR", &v)?;
+            if cfg.writes_per_hour == 0 {
+                return Err(ConfigError::Invalid {
+                    var: "QMS_GITHUB_WRITES_PER_HOUR",
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
         if let Some(v) = get("QMS_GITHUB_MAX_BODY_BYTES") {
             cfg.max_body_bytes = parse_num("QMS_GITHUB_MAX_BODY_BYTES", &v)?;
         }
@@ -289,10 +302,12 @@ mod tests {
             ("QMS_GITHUB_TRUSTED_PERMISSION", "maintain"),
             ("QMS_GITHUB_TRUSTED_TEAMS", "creo/qms-leads"),
             ("QMS_GITHUB_WRITES_PER_MINUTE", "40"),
+            ("QMS_GITHUB_WRITES_PER_HOUR", "300"),
         ])
         .unwrap();
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(c.api_base_url, "https://ghe.example.com/api/v3");
+        assert_eq!((c.writes_per_minute, c.writes_per_hour), (40, 300));
         assert_eq!(c.webhook_secrets.len(), 2);
         assert_eq!(c.webhook_secrets[1].expose(), "new-secret");
         assert!(matches!(
@@ -326,6 +341,7 @@ mod tests {
     fn refuses_bad_values_without_echoing_secrets() {
         assert!(cfg(&[("QMS_GITHUB_TRUSTED_PERMISSION", "god")]).is_err());
         assert!(cfg(&[("QMS_GITHUB_WRITES_PER_MINUTE", "0")]).is_err());
+        assert!(cfg(&[("QMS_GITHUB_WRITES_PER_HOUR", "0")]).is_err());
         assert!(cfg(&[("QMS_GITHUB_TRUSTED_TEAMS", "noslash")]).is_err());
         let e = cfg(&[
             ("QMS_GITHUB_APP_ID", "x"),
