@@ -154,6 +154,14 @@ async fn run(n: usize) {
     }) {
         println!("  {k:<32} {:.2}/wf", *v as f64 / n as f64);
     }
+    // Reads the operator made because a watch lagged (near zero on a healthy server).
+    let metrics = qms_operator::http::render_metrics(&op.shared);
+    let gap_reads: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("qms_cache_gap_reads_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    println!("cache-gap reads/wf:        {:.2}", gap_reads / n as f64);
     op.stop().await;
     sim.stop().await;
 }

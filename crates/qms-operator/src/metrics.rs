@@ -58,6 +58,21 @@ pub struct ErrorLabels {
     pub category: ErrorCategory,
 }
 
+/// What a reconcile read from the API server because a watch cache lagged.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CacheGapKind {
+    /// A running task's Job.
+    job,
+    /// The Pods of a finished Job (its result).
+    pods,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheGapLabels {
+    pub kind: CacheGapKind,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: ActionKind,
@@ -121,6 +136,7 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
+    pub cache_gap_reads: Family<CacheGapLabels, Counter>,
     pub github_syncs: Family<GithubSyncLabels, Counter>,
     pub github_writes: Counter,
     /// 1 while this process runs the controllers (holds the Lease, or no leader election).
@@ -154,6 +170,7 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors: Family::default(),
             actions: Family::default(),
+            cache_gap_reads: Family::default(),
             github_syncs: Family::default(),
             github_writes: Counter::default(),
             leader: Gauge::default(),
@@ -198,6 +215,11 @@ impl Metrics {
             "qms_actions",
             "Actions performed on the API server by outcome",
             m.actions.clone(),
+        );
+        registry.register(
+            "qms_cache_gap_reads",
+            "Reads from the API server of what a lagging watch had not delivered yet (a running task's Job, a finished Job's Pods)",
+            m.cache_gap_reads.clone(),
         );
         registry.register(
             "qms_github_check_syncs",
@@ -247,6 +269,12 @@ impl Metrics {
                 controller,
                 category,
             })
+            .inc();
+    }
+
+    pub fn cache_gap_read(&self, kind: CacheGapKind) {
+        self.cache_gap_reads
+            .get_or_create(&CacheGapLabels { kind })
             .inc();
     }
 

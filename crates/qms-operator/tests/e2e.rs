@@ -660,6 +660,14 @@ async fn stalled_watches_do_not_lose_results() {
     assert_eq!(step.tasks.len(), 1, "one attempt, not a retry");
     let g = &step.gates[0];
     assert_eq!((g.verdict, g.value), (GateVerdict::Passed, Some(91.0)));
+    let metrics = qms_operator::http::render_metrics(&op.shared);
+    for kind in ["job", "pods"] {
+        let series = format!("qms_cache_gap_reads_total{{kind=\"{kind}\"}}");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&series)),
+            "{series} missing:\n{metrics}"
+        );
+    }
     faults.clear();
     op.stop().await;
 }

@@ -29,7 +29,9 @@ use crate::actions::{self, FIELD_MANAGER};
 use crate::context::{EXPECTATION_TRUSTED, Scope, Shared, lock};
 use crate::error::Error;
 use crate::jobs::{JOB_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, owned_by};
-use crate::metrics::{ActionKind, ActionOutcome, ControllerKind, GateLabels, WorkflowLabels};
+use crate::metrics::{
+    ActionKind, ActionOutcome, CacheGapKind, ControllerKind, GateLabels, WorkflowLabels,
+};
 use crate::observe;
 
 pub const FINALIZER: &str = "qms.creo.dev/cleanup";
@@ -300,6 +302,7 @@ async fn read_cache_gaps(
         let api: Api<Job> = Api::namespaced(shared.client.clone(), &ns);
         for name in &uncached {
             let job = api.get_opt(name).await?;
+            shared.metrics.cache_gap_read(CacheGapKind::job);
             tracing::debug!(job = %name, found = job.is_some(), "read a Job the cache lacks");
             read_jobs.extend(job.map(Arc::new));
         }
@@ -312,6 +315,7 @@ async fn read_cache_gaps(
         for job in &awaiting {
             let lp = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job}"));
             let list = api.list(&lp).await?;
+            shared.metrics.cache_gap_read(CacheGapKind::pods);
             tracing::debug!(%job, pods = list.items.len(), "read the Pods of a finished Job the cache lacks");
             read_pods.extend(list.items.into_iter().map(Arc::new));
         }
