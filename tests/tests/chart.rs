@@ -164,6 +164,81 @@ async fn helm_installs_the_chart_and_kubectl_applies_the_examples() {
     sim.stop().await;
 }
 
+/// The optional Ingress exposes only the webhook path, and enabling it without a host stops
+/// `helm install` with a message saying what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_exposes_only_the_webhook_path() {
+    let sim = sim().await;
+    let t = Tools::new(&sim);
+    let chart = repo_root().join("charts/qms-operator");
+    let chart = chart.to_str().expect("utf-8 path");
+    let install = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "install",
+            "qms",
+            chart,
+            "--namespace",
+            "qms-system",
+            "--create-namespace",
+            "--wait=false",
+            "--set",
+            "ingress.enabled=true",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let out = t.run("helm", &install(&[]), None).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ingress.enabled needs ingress.host"), "{err}");
+
+    t.ok(
+        "helm",
+        &install(&[
+            "--set",
+            "ingress.host=qms.example.com",
+            "--set",
+            "ingress.tlsSecretName=qms-tls",
+        ]),
+    )
+    .await;
+    let rules = t
+        .ok(
+            "kubectl",
+            &[
+                "get",
+                "ingress",
+                "qms-qms-operator",
+                "-n",
+                "qms-system",
+                "-o",
+                "jsonpath={range .spec.rules[*].http.paths[*]}{.path} {.pathType} {.backend.service.name}:{.backend.service.port.name}{\"\\n\"}{end}",
+            ],
+        )
+        .await;
+    assert_eq!(
+        rules.trim(),
+        "/webhooks/github Exact qms-qms-operator:http",
+        "only the webhook path"
+    );
+    let tls = t
+        .ok(
+            "kubectl",
+            &[
+                "get",
+                "ingress",
+                "qms-qms-operator",
+                "-n",
+                "qms-system",
+                "-o",
+                "jsonpath={.spec.tls[0].secretName} {.spec.tls[0].hosts[0]}",
+            ],
+        )
+        .await;
+    assert_eq!(tls, "qms-tls qms.example.com");
+    sim.stop().await;
+}
+
 /// Applies `manifest` and returns kubectl's stderr, asserting that the server refused it.
 async fn refused(t: &Tools, manifest: &str) -> String {
     let out = t
