@@ -66,6 +66,8 @@ pub enum CacheGapKind {
     job,
     /// The Pods of a finished Job (its result).
     pods,
+    /// A Job the cache shows running, read before a timeout deletes it.
+    job_before_timeout,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

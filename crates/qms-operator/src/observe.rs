@@ -273,6 +273,30 @@ pub fn jobs_awaiting_pod_result(
         .collect()
 }
 
+/// Why the engine deletes a Job when a deadline passes.
+const TIMEOUT_REASONS: [&str; 3] = ["TaskTimedOut", "StepTimeout", "RunTimeout"];
+
+/// The Jobs the engine is about to delete for a timeout while `jobs` shows them running: worth
+/// one read from the API server first, since a lagging watch may hide that they finished.
+pub fn timeouts_to_confirm(
+    actions: &[qms_engine::Action],
+    jobs: &BTreeMap<String, JobObservation>,
+) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            qms_engine::Action::DeleteJob { job_name, reason }
+                if TIMEOUT_REASONS.contains(&reason.as_str()) =>
+            {
+                Some(job_name)
+            }
+            _ => None,
+        })
+        .filter(|name| jobs.get(*name).is_some_and(|o| o.phase == JobPhase::Active))
+        .cloned()
+        .collect()
+}
+
 pub fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -718,6 +742,38 @@ mod tests {
         assert_eq!(uncached_task_jobs(&wf, &jobs, &expected), ["j-uncached"]);
         wf.status = None;
         assert!(uncached_task_jobs(&wf, &jobs, &expected).is_empty());
+    }
+
+    #[test]
+    fn only_running_jobs_deleted_for_a_timeout_are_confirmed() {
+        let obs = |name: &str, phase| JobObservation {
+            name: name.into(),
+            phase,
+            labels: BTreeMap::new(),
+            created_at: None,
+            finished_at: None,
+            termination_message: None,
+            exit_code: None,
+            reason: None,
+            deleting: false,
+        };
+        let jobs = BTreeMap::from([
+            ("a".to_owned(), obs("a", JobPhase::Active)),
+            ("b".to_owned(), obs("b", JobPhase::Active)),
+            ("c".to_owned(), obs("c", JobPhase::Succeeded)),
+            ("d".to_owned(), obs("d", JobPhase::Active)),
+        ]);
+        let delete = |job: &str, reason: &str| qms_engine::Action::DeleteJob {
+            job_name: job.into(),
+            reason: reason.into(),
+        };
+        let actions = [
+            delete("a", "TaskTimedOut"),
+            delete("b", "Superseded"),
+            delete("c", "StepTimeout"),
+            delete("d", "RunTimeout"),
+        ];
+        assert_eq!(timeouts_to_confirm(&actions, &jobs), ["a", "d"]);
     }
 
     #[test]

@@ -672,6 +672,76 @@ async fn stalled_watches_do_not_lose_results() {
     op.stop().await;
 }
 
+/// The Job watch stops after the operator cached the Job as running, so the Job's completion
+/// never arrives through it. At the step's deadline the Job is read before it is timed out: it
+/// finished, and the task succeeds on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_finished_behind_a_stalled_watch_is_not_timed_out() {
+    use kube_sim::FaultRule;
+    let env = Env::start().await;
+    let script = format!("sleep 2; {}", result("success", r#""test_coverage":91"#, 0));
+    env.apply(&agent("slow", 5, &script)).await;
+    env.apply(&gate("cov", "test_coverage", "gte", 80.0, true))
+        .await;
+    env.apply(&template_one_step("t", "slow", &["cov"], "").replace("timeout: 20s", "timeout: 6s"))
+        .await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-t", "t", "fffffff")).await;
+    // The Agent's running count comes from the operator's Job cache: once it is 1, the cache
+    // holds the Job as running. Then the operator's Job watch goes down for good.
+    let agents: kube::Api<qms_api::Agent> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let start = tokio::time::Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the Job never showed as running"
+        );
+        let running = agents
+            .get("slow")
+            .await
+            .ok()
+            .and_then(|a| a.status)
+            .is_some_and(|s| s.running_tasks == 1);
+        if running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let faults = env.sim.faults();
+    faults.add(
+        FaultRule::error(500)
+            .verb("watch")
+            .resource("jobs")
+            .user_agent("qms-operator"),
+    );
+    faults.drop_watches();
+    let wf = env
+        .wait_for("pr-t", "a terminal state", |wf| state_of(wf).is_terminal())
+        .await;
+    let s = wf.status.unwrap();
+    assert_eq!(
+        s.state,
+        WorkflowState::Completed,
+        "{}",
+        serde_json::to_string_pretty(&s).unwrap()
+    );
+    let step = s.step("check").unwrap();
+    assert_eq!(
+        (step.attempt, step.tasks.len()),
+        (1, 1),
+        "not timed out and retried"
+    );
+    let metrics = qms_operator::http::render_metrics(&op.shared);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"qms_cache_gap_reads_total{kind="job_before_timeout"}"#)),
+        "{metrics}"
+    );
+    faults.clear();
+    op.stop().await;
+}
+
 /// 9. loadCapacity 1 with three workflows: never more than one Job of that agent at a time, and
 /// the queue drains. Also: with maxConcurrentWorkflows 2 the third workflow waits (Queued).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

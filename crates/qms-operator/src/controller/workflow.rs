@@ -220,18 +220,27 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
         shared.settings.max_concurrent_workflows,
     );
     let baselines = observe::baselines(&wf, &all_gates);
-    let observed = Observed {
-        now,
-        workflow: &wf,
-        template: template.as_ref().map(|t| &t.spec),
-        gates: &gates,
-        agents: &agents,
-        jobs: &jobs,
-        slot_available,
-        baselines: &baselines,
-        config: &shared.settings.engine,
+    let decide = |jobs: &BTreeMap<String, JobObservation>| {
+        qms_engine::decide(&Observed {
+            now,
+            workflow: &wf,
+            template: template.as_ref().map(|t| &t.spec),
+            gates: &gates,
+            agents: &agents,
+            jobs,
+            slot_available,
+            baselines: &baselines,
+            config: &shared.settings.engine,
+        })
     };
-    let decision = qms_engine::decide(&observed);
+    let mut decision = decide(&jobs);
+    // A timeout deletes a Job the cache shows running; a lagging Job watch may not have delivered
+    // its completion. Confirm with the API server first (rare: only at a deadline, so the decide
+    // lock is held for it) and decide again if the Job did finish.
+    let timing_out = observe::timeouts_to_confirm(&decision.actions, &jobs);
+    if !timing_out.is_empty() && confirm_running(shared, &ns, &timing_out, &mut jobs, now).await? {
+        decision = decide(&jobs);
+    }
 
     let mut events = Vec::new();
     for action in &decision.actions {
@@ -321,6 +330,44 @@ async fn read_cache_gaps(
         }
     }
     Ok((read_jobs, read_pods))
+}
+
+/// Reads the Jobs named in `names` (and, when finished, their Pods) from the API server and
+/// replaces their observation in `jobs` when they are not running any more. True when one was.
+async fn confirm_running(
+    shared: &Shared,
+    ns: &str,
+    names: &[String],
+    jobs: &mut BTreeMap<String, JobObservation>,
+    now: chrono::DateTime<Utc>,
+) -> Result<bool, Error> {
+    let job_api: Api<Job> = Api::namespaced(shared.client.clone(), ns);
+    let pod_api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
+    let mut changed = false;
+    for name in names {
+        shared
+            .metrics
+            .cache_gap_read(CacheGapKind::job_before_timeout);
+        let Some(job) = job_api.get_opt(name).await? else {
+            continue;
+        };
+        if observe::job_phase(&job) == JobPhase::Active {
+            continue;
+        }
+        let lp = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}"));
+        let pods = pod_api.list(&lp).await?.items;
+        let pods: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| observe::pod_of_job(p, &job))
+            .collect();
+        let (obs, _) = observe::observe_job(&job, &pods, now);
+        if obs.phase != JobPhase::Active {
+            tracing::info!(job = %name, phase = ?obs.phase, "a Job due for a timeout had finished; the cache had not caught up");
+            jobs.insert(name.clone(), obs);
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 /// The status without the fields qms-github owns (`checkRuns`, `dispatches`, field manager
