@@ -195,18 +195,12 @@ impl Shared {
         admitted.keys().cloned().collect()
     }
 
-    /// Jobs created by us for `agent`s of `namespace` that the cache does not show yet; prunes
-    /// expectations the cache has caught up with.
-    pub fn in_flight(&self, namespace: &str, jobs: &Store<Job>) -> HashMap<String, u32> {
-        let mut expected = lock(&self.expected_jobs);
-        expected.retain(|(ns, name), e| {
-            e.at.elapsed() < EXPECTATION_TTL && jobs.get(&ObjectRef::new(name).within(ns)).is_none()
-        });
-        let mut out = HashMap::new();
-        for e in expected.values().filter(|e| e.namespace == namespace) {
-            *out.entry(e.agent.clone()).or_insert(0) += 1;
-        }
-        out
+    /// Jobs created by us for `agent`s of `namespace` that `jobs` does not show yet; prunes
+    /// expectations it has caught up with. `jobs` must be the very snapshot the agents' load is
+    /// counted from: checking a later state of the cache could prune a Job that arrived after the
+    /// snapshot, and it would be counted nowhere (one Job over `loadCapacity`).
+    pub fn in_flight(&self, namespace: &str, jobs: &[Arc<Job>]) -> HashMap<String, u32> {
+        in_flight_by_agent(&mut lock(&self.expected_jobs), namespace, jobs)
     }
 
     /// The expected (created, not yet cached) Jobs of one workflow.
@@ -240,4 +234,70 @@ pub fn may_wait_for_agent(wf: &QmsWorkflow) -> bool {
                     || s.phase == StepPhase::Pending
                     || s.tasks.is_empty())
         })
+}
+
+/// [`Shared::in_flight`] on the expectations themselves.
+fn in_flight_by_agent(
+    expected: &mut HashMap<(String, String), ExpectedJob>,
+    namespace: &str,
+    jobs: &[Arc<Job>],
+) -> HashMap<String, u32> {
+    let seen: HashSet<(Option<String>, String)> =
+        jobs.iter().map(|j| (j.namespace(), j.name_any())).collect();
+    expected.retain(|(ns, name), e| {
+        e.at.elapsed() < EXPECTATION_TTL && !seen.contains(&(Some(ns.clone()), name.clone()))
+    });
+    let mut out = HashMap::new();
+    for e in expected.values().filter(|e| e.namespace == namespace) {
+        *out.entry(e.agent.clone()).or_insert(0) += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expectation(agent: &str) -> ExpectedJob {
+        ExpectedJob {
+            namespace: "ns".into(),
+            workflow_uid: "uid".into(),
+            agent: agent.into(),
+            labels: Default::default(),
+            at: Instant::now(),
+        }
+    }
+
+    fn job(name: &str) -> Arc<Job> {
+        let mut j = Job::default();
+        j.metadata.name = Some(name.into());
+        j.metadata.namespace = Some("ns".into());
+        Arc::new(j)
+    }
+
+    #[test]
+    fn a_created_job_counts_once_either_as_expected_or_from_the_snapshot() {
+        let mut expected = HashMap::from([
+            (("ns".to_owned(), "a".to_owned()), expectation("solo")),
+            (("ns".to_owned(), "b".to_owned()), expectation("solo")),
+            (
+                ("other".to_owned(), "c".to_owned()),
+                ExpectedJob {
+                    namespace: "other".into(),
+                    ..expectation("solo")
+                },
+            ),
+        ]);
+        // The snapshot holds `a` (counted from it), not `b`: `b` is still in flight, whatever a
+        // later state of the cache holds.
+        let counts = in_flight_by_agent(&mut expected, "ns", &[job("a")]);
+        assert_eq!(counts.get("solo"), Some(&1));
+        assert!(
+            !expected.contains_key(&("ns".to_owned(), "a".to_owned())),
+            "pruned"
+        );
+        assert!(expected.contains_key(&("ns".to_owned(), "b".to_owned())));
+        let counts = in_flight_by_agent(&mut expected, "ns", &[job("a"), job("b")]);
+        assert_eq!(counts.get("solo"), None);
+    }
 }

@@ -194,7 +194,7 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     );
     let mut pods = stores.pods.state();
     pods.extend(read_pods);
-    let in_flight = shared.in_flight(&ns, &stores.jobs);
+    let in_flight = shared.in_flight(&ns, &all_jobs);
     let agents = observe::agent_views(&ns, &stores.agents.state(), &all_jobs, &in_flight, now);
     let (mut jobs, recheck) = observe::workflow_jobs(&wf, &all_jobs, &pods, now);
     for (name, expected) in shared.expected_for(&uid) {
