@@ -182,9 +182,9 @@ impl Shared {
         }
     }
 
-    /// Admitted workflows, pruning those the cache now shows as started (or that are too old).
-    pub fn admitted_uids(&self) -> HashSet<String> {
-        let all = self.all_workflows();
+    /// Admitted workflows, pruning those `all` (a snapshot of the cache) shows as started (or that
+    /// are too old).
+    pub fn admitted_uids(&self, all: &[Arc<QmsWorkflow>]) -> HashSet<String> {
         let mut admitted = lock(&self.admitted);
         admitted.retain(|uid, at| {
             at.elapsed() < EXPECTATION_TTL

@@ -212,10 +212,12 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
             deleting: false,
         });
     }
-    let admitted = shared.admitted_uids();
+    // One snapshot for both, as for the agents' load above.
+    let all_workflows = shared.all_workflows();
+    let admitted = shared.admitted_uids(&all_workflows);
     let slot_available = observe::slot_available(
         &wf,
-        &shared.all_workflows(),
+        &all_workflows,
         &admitted,
         shared.settings.max_concurrent_workflows,
     );
