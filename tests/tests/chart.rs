@@ -202,39 +202,34 @@ async fn the_ingress_exposes_only_the_webhook_path() {
         ]),
     )
     .await;
-    let rules = t
-        .ok(
-            "kubectl",
-            &[
-                "get",
-                "ingress",
-                "qms-qms-operator",
-                "-n",
-                "qms-system",
-                "-o",
-                "jsonpath={range .spec.rules[*].http.paths[*]}{.path} {.pathType} {.backend.service.name}:{.backend.service.port.name}{\"\\n\"}{end}",
-            ],
-        )
-        .await;
+    let ingress = |jsonpath: &'static str| {
+        let t = &t;
+        async move {
+            t.ok(
+                "kubectl",
+                &[
+                    "get",
+                    "ingress",
+                    "qms-qms-operator",
+                    "-n",
+                    "qms-system",
+                    "-o",
+                    jsonpath,
+                ],
+            )
+            .await
+        }
+    };
+    let rules = ingress(
+        "jsonpath={range .spec.rules[*].http.paths[*]}{.path} {.pathType} {.backend.service.name}:{.backend.service.port.name}{\"\\n\"}{end}",
+    )
+    .await;
     assert_eq!(
         rules.trim(),
         "/webhooks/github Exact qms-qms-operator:http",
         "only the webhook path"
     );
-    let tls = t
-        .ok(
-            "kubectl",
-            &[
-                "get",
-                "ingress",
-                "qms-qms-operator",
-                "-n",
-                "qms-system",
-                "-o",
-                "jsonpath={.spec.tls[0].secretName} {.spec.tls[0].hosts[0]}",
-            ],
-        )
-        .await;
+    let tls = ingress("jsonpath={.spec.tls[0].secretName} {.spec.tls[0].hosts[0]}").await;
     assert_eq!(tls, "qms-tls qms.example.com");
     sim.stop().await;
 }

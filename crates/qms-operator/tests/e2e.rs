@@ -612,111 +612,24 @@ async fn api_faults_do_not_change_the_outcome() {
     op.stop().await;
 }
 
-/// Job and Pod watches that are down (backoff after API errors, dropped streams) leave the
-/// caches without the finished Job and its Pod: both are read from the API server instead of the
-/// task being declared timed out, lost or without a result — an outage of a watch never fails a
-/// task that succeeded.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_watches_do_not_lose_results() {
-    use kube_sim::FaultRule;
-    let env = Env::start().await;
-    env.apply(&agent(
-        "scanner",
-        5,
-        &result("success", r#""test_coverage":91"#, 0),
-    ))
-    .await;
+/// Template `t`: one step, one agent running `script`, one blocking coverage gate ≥ 80, step
+/// timeout `timeout`; and a running operator.
+async fn coverage_review(env: &Env, script: &str, timeout: &str) -> qms_operator::OperatorHandle {
+    env.apply(&agent("scanner", 5, script)).await;
     env.apply(&gate("cov", "test_coverage", "gte", 80.0, true))
         .await;
     env.apply(
-        &template_one_step("t", "scanner", &["cov"], "").replace("timeout: 20s", "timeout: 8s"),
+        &template_one_step("t", "scanner", &["cov"], "")
+            .replace("timeout: 20s", &format!("timeout: {timeout}")),
     )
     .await;
-    let op = env.operator(env.settings()).await;
-    // From now on the operator cannot re-establish its Job and Pod watches; reads still work,
-    // and the kubelet's own watches are unaffected.
-    let faults = env.sim.faults();
-    for resource in ["jobs", "pods"] {
-        faults.add(
-            FaultRule::error(500)
-                .verb("watch")
-                .resource(resource)
-                .user_agent("qms-operator"),
-        );
-    }
-    faults.drop_watches();
-    env.apply(&workflow("pr-w", "t", "eeeeeee")).await;
-    let wf = env
-        .wait_for("pr-w", "a terminal state", |wf| state_of(wf).is_terminal())
-        .await;
-    let s = wf.status.unwrap();
-    assert_eq!(
-        s.state,
-        WorkflowState::Completed,
-        "{}",
-        serde_json::to_string_pretty(&s).unwrap()
-    );
-    let step = s.step("check").unwrap();
-    assert_eq!(step.tasks.len(), 1, "one attempt, not a retry");
-    let g = &step.gates[0];
-    assert_eq!((g.verdict, g.value), (GateVerdict::Passed, Some(91.0)));
-    let metrics = qms_operator::http::render_metrics(&op.shared);
-    for kind in ["job", "pods"] {
-        let series = format!("qms_cache_gap_reads_total{{kind=\"{kind}\"}}");
-        assert!(
-            metrics.lines().any(|l| l.starts_with(&series)),
-            "{series} missing:\n{metrics}"
-        );
-    }
-    faults.clear();
-    op.stop().await;
+    env.operator(env.settings()).await
 }
 
-/// The Job watch stops after the operator cached the Job as running, so the Job's completion
-/// never arrives through it. At the step's deadline the Job is read before it is timed out: it
-/// finished, and the task succeeds on its first attempt.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_finished_behind_a_stalled_watch_is_not_timed_out() {
-    use kube_sim::FaultRule;
-    let env = Env::start().await;
-    let script = format!("sleep 2; {}", result("success", r#""test_coverage":91"#, 0));
-    env.apply(&agent("slow", 5, &script)).await;
-    env.apply(&gate("cov", "test_coverage", "gte", 80.0, true))
-        .await;
-    env.apply(&template_one_step("t", "slow", &["cov"], "").replace("timeout: 20s", "timeout: 6s"))
-        .await;
-    let op = env.operator(env.settings()).await;
-    env.apply(&workflow("pr-t", "t", "fffffff")).await;
-    // The Agent's running count comes from the operator's Job cache: once it is 1, the cache
-    // holds the Job as running. Then the operator's Job watch goes down for good.
-    let agents: kube::Api<qms_api::Agent> = kube::Api::namespaced(env.client.clone(), &env.ns);
-    let start = tokio::time::Instant::now();
-    loop {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the Job never showed as running"
-        );
-        let running = agents
-            .get("slow")
-            .await
-            .ok()
-            .and_then(|a| a.status)
-            .is_some_and(|s| s.running_tasks == 1);
-        if running {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let faults = env.sim.faults();
-    faults.add(
-        FaultRule::error(500)
-            .verb("watch")
-            .resource("jobs")
-            .user_agent("qms-operator"),
-    );
-    faults.drop_watches();
+/// `name` ends COMPLETED on its first attempt with one task, and coverage 91 passed.
+async fn completed_at_first_attempt(env: &Env, name: &str) {
     let wf = env
-        .wait_for("pr-t", "a terminal state", |wf| state_of(wf).is_terminal())
+        .wait_for(name, "a terminal state", |wf| state_of(wf).is_terminal())
         .await;
     let s = wf.status.unwrap();
     assert_eq!(
@@ -729,16 +642,87 @@ async fn a_job_that_finished_behind_a_stalled_watch_is_not_timed_out() {
     assert_eq!(
         (step.attempt, step.tasks.len()),
         (1, 1),
-        "not timed out and retried"
+        "not timed out, lost or retried"
     );
+    let g = &step.gates[0];
+    assert_eq!((g.verdict, g.value), (GateVerdict::Passed, Some(91.0)));
+}
+
+/// The operator counted reads of these kinds made because a watch lagged.
+fn assert_cache_gap_reads(op: &qms_operator::OperatorHandle, kinds: &[&str]) {
     let metrics = qms_operator::http::render_metrics(&op.shared);
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with(r#"qms_cache_gap_reads_total{kind="job_before_timeout"}"#)),
-        "{metrics}"
-    );
-    faults.clear();
+    for kind in kinds {
+        let series = format!("qms_cache_gap_reads_total{{kind=\"{kind}\"}}");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&series)),
+            "{series} missing:\n{metrics}"
+        );
+    }
+}
+
+/// The operator's watch of `resources` fails from now on (reads still work, and the kubelet's
+/// own watches are unaffected).
+fn stall_operator_watches(env: &Env, resources: &[&str]) {
+    let faults = env.sim.faults();
+    for resource in resources {
+        faults.add(
+            kube_sim::FaultRule::error(500)
+                .verb("watch")
+                .resource(resource)
+                .user_agent("qms-operator"),
+        );
+    }
+    faults.drop_watches();
+}
+
+/// Job and Pod watches that are down (backoff after API errors, dropped streams) leave the
+/// caches without the finished Job and its Pod: both are read from the API server instead of the
+/// task being declared timed out, lost or without a result — an outage of a watch never fails a
+/// task that succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_watches_do_not_lose_results() {
+    let env = Env::start().await;
+    let script = result("success", r#""test_coverage":91"#, 0);
+    let op = coverage_review(&env, &script, "8s").await;
+    stall_operator_watches(&env, &["jobs", "pods"]);
+    env.apply(&workflow("pr-w", "t", "eeeeeee")).await;
+    completed_at_first_attempt(&env, "pr-w").await;
+    assert_cache_gap_reads(&op, &["job", "pods"]);
+    op.stop().await;
+}
+
+/// The Job watch stops after the operator cached the Job as running, so the Job's completion
+/// never arrives through it. At the step's deadline the Job is read before it is timed out: it
+/// finished, and the task succeeds on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_finished_behind_a_stalled_watch_is_not_timed_out() {
+    let env = Env::start().await;
+    let script = format!("sleep 2; {}", result("success", r#""test_coverage":91"#, 0));
+    let op = coverage_review(&env, &script, "6s").await;
+    env.apply(&workflow("pr-t", "t", "fffffff")).await;
+    // The Agent's running count comes from the operator's Job cache: once it is 1, the cache
+    // holds the Job as running. Then the operator's Job watch goes down for good.
+    let agents: kube::Api<qms_api::Agent> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let start = tokio::time::Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the Job never showed as running"
+        );
+        let running = agents
+            .get("scanner")
+            .await
+            .ok()
+            .and_then(|a| a.status)
+            .is_some_and(|s| s.running_tasks == 1);
+        if running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stall_operator_watches(&env, &["jobs"]);
+    completed_at_first_attempt(&env, "pr-t").await;
+    assert_cache_gap_reads(&op, &["job_before_timeout"]);
     op.stop().await;
 }
 
