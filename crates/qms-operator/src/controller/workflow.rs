@@ -293,7 +293,7 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     })
 }
 
-/// Reads from the API server what the caches lack for a sound decision: the Jobs of unfinished
+/// Reads from the API server what the caches lack for a sound decision: the Jobs of running
 /// tasks that the Job cache does not hold ([`observe::uncached_task_jobs`]), and the Pods of
 /// finished Jobs whose result the Pod cache does not hold ([`observe::jobs_awaiting_pod_result`]).
 /// A watch in backoff after API errors can lag for many seconds; deciding on it would declare a
@@ -321,17 +321,20 @@ async fn read_cache_gaps(
     let all_jobs: Vec<Arc<Job>> = jobs.iter().chain(&read_jobs).cloned().collect();
     let mut read_pods = Vec::new();
     let awaiting = observe::jobs_awaiting_pod_result(wf, &all_jobs, pods);
-    if !awaiting.is_empty() {
-        let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
-        for job in &awaiting {
-            let lp = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job}"));
-            let list = api.list(&lp).await?;
-            shared.metrics.cache_gap_read(CacheGapKind::pods);
-            tracing::debug!(%job, pods = list.items.len(), "read the Pods of a finished Job the cache lacks");
-            read_pods.extend(list.items.into_iter().map(Arc::new));
-        }
+    for job in &awaiting {
+        let pods = read_job_pods(shared, &ns, job).await?;
+        shared.metrics.cache_gap_read(CacheGapKind::pods);
+        tracing::debug!(%job, pods = pods.len(), "read the Pods of a finished Job the cache lacks");
+        read_pods.extend(pods.into_iter().map(Arc::new));
     }
     Ok((read_jobs, read_pods))
+}
+
+/// The Pods of Job `job`, by the label the Job controller sets (ownership is checked by the caller).
+async fn read_job_pods(shared: &Shared, ns: &str, job: &str) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job}"));
+    Ok(api.list(&lp).await?.items)
 }
 
 /// Reads the Jobs named in `names` (and, when finished, their Pods) from the API server and
@@ -344,7 +347,6 @@ async fn confirm_running(
     now: chrono::DateTime<Utc>,
 ) -> Result<bool, Error> {
     let job_api: Api<Job> = Api::namespaced(shared.client.clone(), ns);
-    let pod_api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
     let mut changed = false;
     for name in names {
         shared
@@ -356,8 +358,7 @@ async fn confirm_running(
         if observe::job_phase(&job) == JobPhase::Active {
             continue;
         }
-        let lp = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}"));
-        let pods = pod_api.list(&lp).await?.items;
+        let pods = read_job_pods(shared, ns, name).await?;
         let pods: Vec<&Pod> = pods
             .iter()
             .filter(|p| observe::pod_of_job(p, &job))
