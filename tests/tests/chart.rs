@@ -78,6 +78,21 @@ impl Tools {
     }
 }
 
+/// `helm install qms <chart> -n qms-system --create-namespace --wait=false <extra…>`.
+fn helm_install_args<'a>(chart: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "install",
+        "qms",
+        chart,
+        "--namespace",
+        "qms-system",
+        "--create-namespace",
+        "--wait=false",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 async fn sim() -> KubeSim {
     KubeSim::builder()
         .without_kubelet()
@@ -92,19 +107,7 @@ async fn helm_installs_the_chart_and_kubectl_applies_the_examples() {
     let t = Tools::new(&sim);
     let chart = repo_root().join("charts/qms-operator");
     let chart = chart.to_str().expect("utf-8 path");
-    t.ok(
-        "helm",
-        &[
-            "install",
-            "qms",
-            chart,
-            "--namespace",
-            "qms-system",
-            "--create-namespace",
-            "--wait=false",
-        ],
-    )
-    .await;
+    t.ok("helm", &helm_install_args(chart, &[])).await;
     let crds = t.ok("kubectl", &["get", "crd", "-o", "name"]).await;
     for plural in [
         "workflowtemplates",
@@ -172,18 +175,8 @@ async fn the_ingress_exposes_only_the_webhook_path() {
     let t = Tools::new(&sim);
     let chart = repo_root().join("charts/qms-operator");
     let chart = chart.to_str().expect("utf-8 path");
-    let install = |extra: &'static [&'static str]| {
-        let mut args = vec![
-            "install",
-            "qms",
-            chart,
-            "--namespace",
-            "qms-system",
-            "--create-namespace",
-            "--wait=false",
-            "--set",
-            "ingress.enabled=true",
-        ];
+    let install = |extra: &[&'static str]| {
+        let mut args = helm_install_args(chart, &["--set", "ingress.enabled=true"]);
         args.extend_from_slice(extra);
         args
     };

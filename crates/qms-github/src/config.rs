@@ -201,23 +201,21 @@ impl GithubConfig {
             });
         }
         cfg.details_url_template = get("QMS_GITHUB_DETAILS_URL");
-        if let Some(v) = get("QMS_GITHUB_WRITES_PER_MINUTE") {
-            cfg.writes_per_minute = parse_num("QMS_GITHUB_WRITES_PER_MINUTE", &v)?;
-            if cfg.writes_per_minute == 0 {
-                return Err(ConfigError::Invalid {
-                    var: "QMS_GITHUB_WRITES_PER_MINUTE",
+        // A pace of 0 would block every write for ever.
+        let at_least_one = |var: &'static str, v: String| -> Result<u32, ConfigError> {
+            match parse_num(var, &v)? {
+                0 => Err(ConfigError::Invalid {
+                    var,
                     reason: "must be at least 1".into(),
-                });
+                }),
+                n => Ok(n),
             }
+        };
+        if let Some(v) = get("QMS_GITHUB_WRITES_PER_MINUTE") {
+            cfg.writes_per_minute = at_least_one("QMS_GITHUB_WRITES_PER_MINUTE", v)?;
         }
         if let Some(v) = get("QMS_GITHUB_WRITES_PER_HOUR") {
-            cfg.writes_per_hour = parse_num("QMS_GITHUB_WRITES_PER_HOUR", &v)?;
-            if cfg.writes_per_hour == 0 {
-                return Err(ConfigError::Invalid {
-                    var: "QMS_GITHUB_WRITES_PER_HOUR",
-                    reason: "must be at least 1".into(),
-                });
-            }
+            cfg.writes_per_hour = at_least_one("QMS_GITHUB_WRITES_PER_HOUR", v)?;
         }
         if let Some(v) = get("QMS_GITHUB_MAX_BODY_BYTES") {
             cfg.max_body_bytes = parse_num("QMS_GITHUB_MAX_BODY_BYTES", &v)?;
