@@ -1,4 +1,5 @@
-//! Command line: `crds`, `run`, `dev`.
+//! Command line: `crds`, `run`. (The local playground on kube-sim is the separate `qms-dev`
+//! binary, so this one links no simulator.)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,9 +38,6 @@ pub enum Command {
         #[command(flatten)]
         settings: Box<SettingsArgs>,
     },
-    /// Start an in-process API server (kube-sim) with the CRDs and examples and run the operator
-    /// against it: a complete local playground, no cluster needed.
-    Dev(crate::dev::DevArgs),
 }
 
 /// `run --help`: how the GitHub integration is configured.
@@ -83,12 +81,10 @@ const GITHUB_HINT_VARS: [&str; 3] = [
 ];
 
 /// Log filter of `run`: the operator's own decisions at info, libraries only when they warn.
-const RUN_LOG_FILTER: &str = "info,kube=warn,kube_runtime=warn,kube_sim=warn,kube_sim_kubelet=warn";
-/// Log filter of `dev`: its own progress lines are the output a person reads; logs only for
-/// problems (RUST_LOG=info shows everything `run` would log).
-const DEV_LOG_FILTER: &str = "warn";
+const RUN_LOG_FILTER: &str = "info,kube=warn,kube_runtime=warn";
 
-fn init_tracing(format: LogFormat, default_filter: &str) {
+/// Logs to stderr in `format`; `RUST_LOG` wins over `default_filter`. (Also `qms-dev`'s.)
+pub fn init_tracing(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -131,10 +127,6 @@ pub fn main() -> ExitCode {
                 );
             }
             runtime().block_on(run(settings))
-        }
-        Command::Dev(args) => {
-            init_tracing(cli.log_format, DEV_LOG_FILTER);
-            runtime().block_on(crate::dev::run(args))
         }
     }
 }

@@ -1,13 +1,14 @@
 //! qms-operator as a library: [`start`] runs the controllers (and optionally the HTTP server) as
-//! tasks and returns a handle that stops them, so tests and `qms-operator dev` run the real
-//! operator in-process.
+//! tasks and returns a handle that stops them, so tests and `qms-dev` (crates/qms-dev) run the
+//! real operator in-process.
 //!
 //! Layout: `config` (file + env + flags), `context` (shared caches and bookkeeping), `informers`
 //! (one watch per kind, routing events to controllers), `observe` (pure: caches → engine input),
 //! `jobs` (pure: task → Job), `actions` (idempotent API writes),
 //! `controller::{workflow,catalog,github}`, `github` (the GitHub integration: webhooks and check
 //! runs, when `settings.github` is set), `leader` (Lease-based leader election: the watches and
-//! controllers run only on the leader), `metrics`, `http`, `dev`, `cli`.
+//! controllers run only on the leader), `metrics`, `http`, `dev` (seeding
+//! helpers for `qms-dev` and tests; no simulator), `cli`.
 #![forbid(unsafe_code)]
 
 pub mod actions;
