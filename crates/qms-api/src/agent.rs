@@ -46,7 +46,18 @@ fn default_failure_threshold() -> u32 {
     3
 }
 fn default_window() -> KubeDuration {
-    KubeDuration::from_secs(600)
+    KubeDuration::from_secs(HealthPolicy::DEFAULT_WINDOW.as_secs())
+}
+
+impl HealthPolicy {
+    /// `window` when not given (ten minutes).
+    pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// `window` as a duration; the default when it does not parse (the CRD schema refuses such a
+    /// value, so only an object stored before that check gets here).
+    pub fn window_or_default(&self) -> std::time::Duration {
+        self.window.to_std().unwrap_or(Self::DEFAULT_WINDOW)
+    }
 }
 
 impl Default for HealthPolicy {
@@ -133,4 +144,23 @@ pub struct AgentStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_window_defaults_to_ten_minutes() {
+        let h: HealthPolicy = serde_json::from_str("{}").unwrap();
+        assert_eq!(h.window.as_str(), "600s");
+        assert_eq!(h.window_or_default(), std::time::Duration::from_secs(600));
+        let h: HealthPolicy = serde_json::from_str(r#"{"window":"2m"}"#).unwrap();
+        assert_eq!(h.window_or_default(), std::time::Duration::from_secs(120));
+        let h = HealthPolicy {
+            window: KubeDuration::from_secs(0),
+            ..HealthPolicy::default()
+        };
+        assert_eq!(h.window_or_default(), std::time::Duration::ZERO);
+    }
 }

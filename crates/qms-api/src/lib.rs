@@ -11,6 +11,7 @@ pub mod common;
 pub mod crds;
 pub mod duration;
 pub mod gate;
+pub mod names;
 pub mod template;
 pub mod workflow;
 

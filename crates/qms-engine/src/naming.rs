@@ -45,14 +45,6 @@ pub fn workflow_label(workflow: &str) -> String {
     label_value(workflow)
 }
 
-/// The label selector that finds a workflow's Jobs (for the operator's Job lookups).
-pub fn job_selector(workflow: &str) -> String {
-    format!(
-        "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_WORKFLOW}={}",
-        workflow_label(workflow)
-    )
-}
-
 /// A valid label value for any input: kept as is when valid, else sanitized and, when that
 /// changed or truncated it, suffixed with a hash of the original (so distinct inputs stay distinct).
 pub fn label_value(raw: &str) -> String {
@@ -89,15 +81,7 @@ pub fn is_valid_label_value(v: &str) -> bool {
                 && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
 }
 
-/// DNS-1123 label rule: ≤ 63 chars, `[a-z0-9-]`, alphanumeric at both ends.
-pub fn is_dns_label(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !v.starts_with('-')
-        && !v.ends_with('-')
-}
+pub use qms_api::names::is_dns_label;
 
 fn dns_label(raw: &str, max: usize) -> String {
     let lowered: String = raw

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use qms_api::KubeDuration;
+use qms_api::names::{is_dns_label, is_dns_subdomain};
 
 pub const MAX_COMMANDS: usize = 10;
 /// Overrides last 24 h unless `--expires` says otherwise, and never longer than a week.
@@ -202,19 +203,6 @@ fn reason(s: &str) -> String {
 
 fn clip(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 #[cfg(test)]

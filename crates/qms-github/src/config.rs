@@ -112,12 +112,8 @@ pub enum ConfigError {
 }
 
 impl GithubConfig {
-    /// Reads the process environment (see the crate README for the variables).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Same as [`from_env`](Self::from_env) with an injectable lookup (tests).
+    /// Reads the variables (see the crate README) through `get`: `|k| std::env::var(k).ok()` for
+    /// the process environment, a map in tests.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let mut cfg = GithubConfig::default();

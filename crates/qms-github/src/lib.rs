@@ -10,8 +10,10 @@
 //! - [`store`] + [`dedup`]: the Kubernetes side (QmsWorkflow create/patch, templates, delivery ids).
 //! - [`server`]: the axum router for `POST /webhooks/github`.
 //!
-//! What the operator calls: [`GithubConfig::from_env`], [`server::router`] (merge into its HTTP
-//! server), [`checks::CheckSyncer::reconcile`] (from its workflow reconcile). See README.md.
+//! What the operator calls: [`GithubConfig::from_lookup`] (with the process environment, from its
+//! own configuration loading), [`server::router`] (merged into its HTTP server),
+//! [`checks::CheckSyncer::reconcile`] (from its GitHub check-run controller, for every workflow
+//! change). See README.md.
 #![forbid(unsafe_code)]
 
 pub mod auth;

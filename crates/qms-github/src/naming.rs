@@ -118,14 +118,7 @@ pub fn push_delivery(mut ring: Vec<String>, key: &DeliveryKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_dns_label(s: &str) -> bool {
-        s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    }
+    use qms_api::names::is_dns_label;
 
     #[test]
     fn names_are_deterministic_dns_labels_without_collisions() {

@@ -474,14 +474,7 @@ pub fn github_config(
         Credentials::Token(_) => {}
     }
     let ns = cfg.namespace.as_str();
-    let dns_label = !ns.is_empty()
-        && ns.len() <= 63
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-');
-    if !dns_label {
+    if !qms_api::names::is_dns_label(ns) {
         return Err(invalid(
             "QMS_GITHUB_NAMESPACE",
             format!("{ns:?} is not a valid namespace name"),
@@ -515,11 +508,6 @@ fn check_base(key: &str, b: f64) -> Result<(), ConfigError> {
         return Err(invalid(key, format!("must be between 1 and 10, got {b}")));
     }
     Ok(())
-}
-
-/// Reads a path given on the command line relative to the working directory (for messages).
-pub fn display_path(p: &Path) -> String {
-    p.display().to_string()
 }
 
 #[cfg(test)]

@@ -17,8 +17,6 @@ pub enum Error {
     Finalizer(String),
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
-    #[error("the cache is not synced yet")]
-    NotReady,
     /// The Kubernetes side of the GitHub check-run sync (GitHub's own errors only requeue it).
     #[error("storing the check runs: {0}")]
     GithubStore(qms_github::store::StoreError),
@@ -93,7 +91,6 @@ impl Error {
             Error::Kube(e) => kube_category(e),
             Error::BuildJob { .. } => ErrorCategory::invalid,
             Error::MissingAgent { .. } => ErrorCategory::missing_reference,
-            Error::NotReady => ErrorCategory::unavailable,
             Error::GithubStore(e) => match e {
                 qms_github::store::StoreError::Kube(e) => kube_category(e),
                 qms_github::store::StoreError::Conflict => ErrorCategory::conflict,

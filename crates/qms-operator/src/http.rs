@@ -54,12 +54,7 @@ pub fn render_metrics(shared: &Shared) -> String {
         for agent in scope.stores.agents.state() {
             use kube::ResourceExt;
             let ns = agent.namespace().unwrap_or_default();
-            let window = agent
-                .spec
-                .health
-                .window
-                .to_std()
-                .unwrap_or(std::time::Duration::from_secs(600));
+            let window = agent.spec.health.window_or_default();
             let stats = crate::observe::agent_stats(&ns, &agent.name_any(), window, &jobs, now);
             let labels = crate::metrics::AgentLabels {
                 agent: agent.name_any(),

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, unbounded};
@@ -554,9 +554,4 @@ fn catalog_changed(scope: &Scope, namespace: Option<&str>) {
             scope.trigger_workflow(&wf);
         }
     }
-}
-
-/// Marks a kind as synced (exposed for tests of readiness).
-pub fn synced_flag(flag: &AtomicBool) -> bool {
-    flag.load(Ordering::Acquire)
 }

@@ -182,11 +182,6 @@ fn non_empty(v: &[String]) -> Option<Vec<String>> {
     (!v.is_empty()).then(|| v.to_vec())
 }
 
-/// The workflow a Job or Pod belongs to, by label.
-pub fn workflow_of(labels: &BTreeMap<String, String>) -> Option<&str> {
-    labels.get(WORKFLOW_LABEL).map(String::as_str)
-}
-
 /// Is `job` controlled by the workflow with `uid`? (A workflow deleted and created again with the
 /// same name must not adopt the old one's Jobs.)
 pub fn owned_by(job: &Job, uid: &str) -> bool {

@@ -31,6 +31,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
+use qms_api::names::{is_dns_label, is_dns_subdomain};
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -142,19 +143,6 @@ impl LeaderElectionConfig {
         }
         Ok(())
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// The pod's namespace: `$POD_NAMESPACE` (downward API), else the service account's namespace

@@ -373,12 +373,7 @@ pub fn agent_views(
         .filter(|a| a.namespace().as_deref() == Some(namespace))
         .map(|a| {
             let name = a.name_any();
-            let window = a
-                .spec
-                .health
-                .window
-                .to_std()
-                .unwrap_or(Duration::from_secs(600));
+            let window = a.spec.health.window_or_default();
             let stats = agent_stats(namespace, &name, window, jobs, now);
             let running = stats.running + in_flight.get(&name).copied().unwrap_or(0);
             let healthy = stats.recent_failures < a.spec.health.failure_threshold;
