@@ -113,7 +113,7 @@ async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     tracing::debug!("caches synced; applying workflows");
     apply_all(&client, &args.namespace, &workflows).await?;
 
-    print_instructions(&args, &client, &sim.base_url(), &handle).await?;
+    print_instructions(&args, &client, sim.base_url(), &handle).await?;
     let code = follow(&args, &client).await;
     handle.stop().await;
     sim.stop().await;
