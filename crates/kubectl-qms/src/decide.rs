@@ -220,13 +220,10 @@ pub fn retry_id(wf: &QmsWorkflow, now: DateTime<Utc>, random: u32) -> String {
     }
 }
 
-/// The merge patch of `spec.retry`.
+/// The merge patch of `spec.retry`. Without a step it sets `step: null`: a merge patch keeps
+/// the fields it does not name, so an earlier retry's step would otherwise run again.
 pub fn retry_patch(id: &str, step: Option<&str>, by: &str) -> Value {
-    let mut retry = json!({"id": id, "by": by});
-    if let Some(step) = step {
-        retry["step"] = json!(step);
-    }
-    json!({"spec": {"retry": retry}})
+    json!({"spec": {"retry": {"id": id, "by": by, "step": step}}})
 }
 
 #[cfg(test)]
@@ -338,7 +335,7 @@ mod tests {
         );
         assert_eq!(
             retry_patch("i", None, "bob"),
-            json!({"spec": {"retry": {"id": "i", "by": "bob"}}})
+            json!({"spec": {"retry": {"id": "i", "by": "bob", "step": null}}})
         );
     }
 
