@@ -50,7 +50,11 @@ fn helm_template(sets: &[&str]) -> Vec<Value> {
         cmd.args(["--set", s]);
     }
     let out = cmd.output().expect("helm runs");
-    assert!(out.status.success(), "helm template {sets:?}: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "helm template {sets:?}: {}",
+        text(&out)
+    );
     let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
     serde_saphyr::from_multiple::<Value>(&rendered)
         .expect("helm renders YAML")
@@ -170,7 +174,10 @@ fn a_changed_threshold_fails_the_unit_tests() {
 fn monitoring_objects_render_only_when_enabled_and_select_this_release() {
     let defaults = helm_template(&[]);
     for kind in ["PrometheusRule", "ServiceMonitor"] {
-        assert!(of_kind(&defaults, kind).is_empty(), "{kind} is off by default");
+        assert!(
+            of_kind(&defaults, kind).is_empty(),
+            "{kind} is off by default"
+        );
     }
     assert!(
         !defaults
@@ -193,7 +200,9 @@ fn monitoring_objects_render_only_when_enabled_and_select_this_release() {
     );
     let exprs = serde_json::to_string(&rule["spec"]).expect("json");
     assert!(
-        exprs.contains(r#"qms_workflows{job=\"qms\",namespace=\"qms-system\",state=\"INITIALIZED\"}"#),
+        exprs.contains(
+            r#"qms_workflows{job=\"qms\",namespace=\"qms-system\",state=\"INITIALIZED\"}"#
+        ),
         "the selector is used: {exprs}"
     );
 
@@ -212,7 +221,10 @@ fn monitoring_objects_render_only_when_enabled_and_select_this_release() {
     let port = &sm["spec"]["endpoints"][0];
     assert_eq!(port["path"], "/metrics");
     assert_eq!(service["spec"]["ports"][0]["name"], port["port"]);
-    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"][0], "qms-system");
+    assert_eq!(
+        sm["spec"]["namespaceSelector"]["matchNames"][0],
+        "qms-system"
+    );
 }
 
 #[test]
@@ -227,8 +239,10 @@ fn the_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard_json() {
         serde_json::from_str(cm["data"]["qms-operator.json"].as_str().expect("data"))
             .expect("dashboard JSON parses");
     let source: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("charts/qms-operator/dashboards/qms-operator.json"))
-            .expect("read dashboard"),
+        &std::fs::read_to_string(
+            repo_root().join("charts/qms-operator/dashboards/qms-operator.json"),
+        )
+        .expect("read dashboard"),
     )
     .expect("source parses");
     assert_eq!(shipped, source, "the ConfigMap ships the file unchanged");

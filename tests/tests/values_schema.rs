@@ -46,7 +46,11 @@ fn mistyped_or_wrongly_typed_values_are_refused_with_the_key_named() {
     for (set, at, says) in [
         // Mistyped keys.
         ("replicaCont=2", "at ''", "'replicaCont' not allowed"),
-        ("github.writesPerMinut=10", "at '/github'", "'writesPerMinut' not allowed"),
+        (
+            "github.writesPerMinut=10",
+            "at '/github'",
+            "'writesPerMinut' not allowed",
+        ),
         (
             "monitoring.prometheusRule.enabeld=true",
             "at '/monitoring/prometheusRule'",
@@ -57,15 +61,39 @@ fn mistyped_or_wrongly_typed_values_are_refused_with_the_key_named() {
             "at '/monitoring/serviceMonitor'",
             "'intervall' not allowed",
         ),
-        ("resources.limit.cpu=1", "at '/resources'", "'limit' not allowed"),
+        (
+            "resources.limit.cpu=1",
+            "at '/resources'",
+            "'limit' not allowed",
+        ),
         // Wrong types and values.
         ("replicaCount=two", "at '/replicaCount'", "want integer"),
         ("service.port=70000", "at '/service/port'", "maximum"),
-        ("github.trustedPermission=owner", "at '/github/trustedPermission'", "must be one of"),
-        ("github.writesPerHour=0", "at '/github/writesPerHour'", "minimum"),
-        ("leaderElection.leaseDuration=15", "at '/leaderElection/leaseDuration'", "want string"),
-        ("leaderElection.renewDeadline=ten", "at '/leaderElection/renewDeadline'", "pattern"),
-        ("watchNamespaces[0]=Team_A", "at '/watchNamespaces/0'", "pattern"),
+        (
+            "github.trustedPermission=owner",
+            "at '/github/trustedPermission'",
+            "must be one of",
+        ),
+        (
+            "github.writesPerHour=0",
+            "at '/github/writesPerHour'",
+            "minimum",
+        ),
+        (
+            "leaderElection.leaseDuration=15",
+            "at '/leaderElection/leaseDuration'",
+            "want string",
+        ),
+        (
+            "leaderElection.renewDeadline=ten",
+            "at '/leaderElection/renewDeadline'",
+            "pattern",
+        ),
+        (
+            "watchNamespaces[0]=Team_A",
+            "at '/watchNamespaces/0'",
+            "pattern",
+        ),
         (
             "monitoring.prometheusRule.queueDepth.threshold=many",
             "at '/monitoring/prometheusRule/queueDepth/threshold'",

@@ -149,15 +149,19 @@ impl Cluster {
     }
 
     pub async fn template(&self, name: &str) -> Result<Option<WorkflowTemplate>, Error> {
-        Ok(Api::<WorkflowTemplate>::namespaced(self.client.clone(), &self.namespace)
-            .get_opt(name)
-            .await?)
+        Ok(
+            Api::<WorkflowTemplate>::namespaced(self.client.clone(), &self.namespace)
+                .get_opt(name)
+                .await?,
+        )
     }
 
     pub async fn gate(&self, name: &str) -> Result<Option<QualityGate>, Error> {
-        Ok(Api::<QualityGate>::namespaced(self.client.clone(), &self.namespace)
-            .get_opt(name)
-            .await?)
+        Ok(
+            Api::<QualityGate>::namespaced(self.client.clone(), &self.namespace)
+                .get_opt(name)
+                .await?,
+        )
     }
 
     /// Appends `entry` to the spec list `field` (`approvals`, `overrides`) while the head SHA is
@@ -180,8 +184,12 @@ impl Cluster {
                 });
             }
             let present = raw["spec"][field].is_array();
-            let patch =
-                crate::decide::append_patch(&format!("/spec/{field}"), present, head, entry.clone());
+            let patch = crate::decide::append_patch(
+                &format!("/spec/{field}"),
+                present,
+                head,
+                entry.clone(),
+            );
             let patch: json_patch::Patch = serde_json::from_value(patch)?;
             match self
                 .workflows()

@@ -160,7 +160,14 @@ pub fn parse_expires(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, E
     Ok(at)
 }
 
-pub fn approval(step: String, decision: Decision, by: &str, reason: &str, sha: &str, now: DateTime<Utc>) -> Approval {
+pub fn approval(
+    step: String,
+    decision: Decision,
+    by: &str,
+    reason: &str,
+    sha: &str,
+    now: DateTime<Utc>,
+) -> Approval {
     Approval {
         step,
         decision,
@@ -174,12 +181,19 @@ pub fn approval(step: String, decision: Decision, by: &str, reason: &str, sha: &
 /// The same decision by the same person on the same SHA is already recorded: writing it again
 /// would only grow the bounded list.
 pub fn already_decided(wf: &QmsWorkflow, a: &Approval) -> bool {
-    wf.spec.approvals.iter().any(|x| {
-        x.step == a.step && x.sha == a.sha && x.by == a.by && x.decision == a.decision
-    })
+    wf.spec
+        .approvals
+        .iter()
+        .any(|x| x.step == a.step && x.sha == a.sha && x.by == a.by && x.decision == a.decision)
 }
 
-pub fn override_entry(gate: &str, by: &str, reason: &str, expires: DateTime<Utc>, sha: &str) -> Override {
+pub fn override_entry(
+    gate: &str,
+    by: &str,
+    reason: &str,
+    expires: DateTime<Utc>,
+    sha: &str,
+) -> Override {
     Override {
         gate: gate.to_owned(),
         by: by.to_owned(),
@@ -272,7 +286,11 @@ mod tests {
         let wf = wf();
         assert_eq!(head_sha(&wf, None).unwrap(), SHA);
         assert_eq!(head_sha(&wf, Some("3F7C2A9")).unwrap(), SHA);
-        for stale in ["3f7c2a", "9a8b7c6d5e4f", "3f7c2a9d41e8b6c05d9a7e1f2b3c4d5e6f708193"] {
+        for stale in [
+            "3f7c2a",
+            "9a8b7c6d5e4f",
+            "3f7c2a9d41e8b6c05d9a7e1f2b3c4d5e6f708193",
+        ] {
             let e = head_sha(&wf, Some(stale)).unwrap_err().to_string();
             assert!(e.contains(stale) && e.contains(SHA), "{e}");
         }
@@ -283,8 +301,13 @@ mod tests {
         let wf = wf();
         assert_eq!(approval_step(&wf, None, None).unwrap(), "final-review");
         assert_eq!(approval_step(&wf, None, Some("dor")).unwrap(), "dor");
-        let e = approval_step(&wf, None, Some("nope")).unwrap_err().to_string();
-        assert!(e.contains("\"nope\"") && e.contains("dor, final-review"), "{e}");
+        let e = approval_step(&wf, None, Some("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"nope\"") && e.contains("dor, final-review"),
+            "{e}"
+        );
         let mut idle = wf.clone();
         idle.status.as_mut().unwrap().current_step = Some("dor".into());
         assert!(matches!(
@@ -295,8 +318,13 @@ mod tests {
 
     #[test]
     fn expiry_is_a_future_time_or_a_duration() {
-        let now = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z").unwrap().to_utc();
-        assert_eq!(rfc3339(parse_expires("24h", now).unwrap()), "2026-12-02T10:00:00Z");
+        let now = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            rfc3339(parse_expires("24h", now).unwrap()),
+            "2026-12-02T10:00:00Z"
+        );
         assert_eq!(
             rfc3339(parse_expires("2026-12-01T12:30:00+02:00", now).unwrap()),
             "2026-12-01T10:30:00Z"
@@ -317,8 +345,14 @@ mod tests {
             ])
         );
         let p = append_patch("/spec/overrides", false, SHA, json!({"x": 1}));
-        assert_eq!(p[1], json!({"op": "test", "path": "/spec/overrides", "value": null}));
-        assert_eq!(p[2], json!({"op": "add", "path": "/spec/overrides", "value": [{"x": 1}]}));
+        assert_eq!(
+            p[1],
+            json!({"op": "test", "path": "/spec/overrides", "value": null})
+        );
+        assert_eq!(
+            p[2],
+            json!({"op": "add", "path": "/spec/overrides", "value": [{"x": 1}]})
+        );
     }
 
     #[test]
@@ -342,7 +376,14 @@ mod tests {
     #[test]
     fn the_same_decision_is_not_recorded_twice() {
         let mut wf = wf();
-        let a = approval("final-review".into(), Decision::Approve, "bob", "ok", SHA, Utc::now());
+        let a = approval(
+            "final-review".into(),
+            Decision::Approve,
+            "bob",
+            "ok",
+            SHA,
+            Utc::now(),
+        );
         assert!(!already_decided(&wf, &a));
         wf.spec.approvals.push(a.clone());
         assert!(already_decided(&wf, &a));

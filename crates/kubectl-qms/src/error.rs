@@ -10,21 +10,29 @@ pub enum Error {
         namespace: String,
         hint: &'static str,
     },
-    #[error("no QmsWorkflow for pull request #{pr} in namespace {namespace:?} (kubectl qms status lists the reviews)")]
+    #[error(
+        "no QmsWorkflow for pull request #{pr} in namespace {namespace:?} (kubectl qms status lists the reviews)"
+    )]
     NoReviewForPr { pr: u64, namespace: String },
-    #[error("pull request #{pr} has several reviews in namespace {namespace:?}: {names}; name one, or pass --repo")]
+    #[error(
+        "pull request #{pr} has several reviews in namespace {namespace:?}: {names}; name one, or pass --repo"
+    )]
     AmbiguousPr {
         pr: u64,
         namespace: String,
         names: String,
     },
-    #[error("stale SHA: {workflow} is at {head}, not {given}; nothing was changed (a decision only counts for the current head)")]
+    #[error(
+        "stale SHA: {workflow} is at {head}, not {given}; nothing was changed (a decision only counts for the current head)"
+    )]
     StaleSha {
         workflow: String,
         given: String,
         head: String,
     },
-    #[error("the head of {workflow} moved from {from} to {to} while recording; nothing was changed (run the command again to act on {to})")]
+    #[error(
+        "the head of {workflow} moved from {from} to {to} while recording; nothing was changed (run the command again to act on {to})"
+    )]
     HeadMoved {
         workflow: String,
         from: String,
@@ -42,9 +50,13 @@ pub enum Error {
         gate: String,
         known: Vec<String>,
     },
-    #[error("{workflow} has no manual step waiting for a decision, and its template names none; pass --step")]
+    #[error(
+        "{workflow} has no manual step waiting for a decision, and its template names none; pass --step"
+    )]
     NoManualStep { workflow: String },
-    #[error("invalid --expires {input:?}: {reason} (expected a duration such as 24h or an RFC 3339 time)")]
+    #[error(
+        "invalid --expires {input:?}: {reason} (expected a duration such as 24h or an RFC 3339 time)"
+    )]
     BadExpiry { input: String, reason: String },
     #[error("step {step:?} of {workflow} has no task in the current run{detail}")]
     NoTasks {

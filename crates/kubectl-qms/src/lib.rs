@@ -196,7 +196,11 @@ async fn logs(
                 t.agent,
                 t.job_name,
                 t.phase,
-                if t.phase == TaskPhase::Pending { "; or not started yet" } else { "" }
+                if t.phase == TaskPhase::Pending {
+                    "; or not started yet"
+                } else {
+                    ""
+                }
             );
             continue;
         }

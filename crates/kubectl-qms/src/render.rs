@@ -45,9 +45,7 @@ pub fn waiting_for(wf: &QmsWorkflow) -> String {
             .find(|s| s.phase == StepPhase::Failed)
             .map(|s| format!(" ({} failed: {})", s.name, s.message))
             .unwrap_or_default();
-        return format!(
-            "a new push or a retry{failed}: kubectl qms retry {name} [STEP]"
-        );
+        return format!("a new push or a retry{failed}: kubectl qms retry {name} [STEP]");
     }
     if let Some(q) = status
         .conditions
@@ -56,11 +54,7 @@ pub fn waiting_for(wf: &QmsWorkflow) -> String {
     {
         return format!("a free slot ({}: {})", q.reason, q.message);
     }
-    let Some(step) = status
-        .current_step
-        .as_deref()
-        .and_then(|c| status.step(c))
-    else {
+    let Some(step) = status.current_step.as_deref().and_then(|c| status.step(c)) else {
         return format!("its first step to start (state {st})");
     };
     match step.phase {
@@ -108,7 +102,11 @@ pub fn gate_line(g: &GateResult) -> String {
     let mut line = format!(
         "{}: {} {} {} {}{} → {}{}",
         g.name,
-        if g.metric.is_empty() { "metric" } else { &g.metric },
+        if g.metric.is_empty() {
+            "metric"
+        } else {
+            &g.metric
+        },
         value,
         op(g.operator),
         threshold,
@@ -134,7 +132,11 @@ pub fn status(wf: &QmsWorkflow, now: DateTime<Utc>) -> String {
         s.repository,
         s.pull_request,
         s.head_sha,
-        if s.base_ref.is_empty() { "?" } else { &s.base_ref }
+        if s.base_ref.is_empty() {
+            "?"
+        } else {
+            &s.base_ref
+        }
     );
     let _ = writeln!(out, "Template:     {}", s.template_ref.name);
     let status = wf.status.clone().unwrap_or_default();
@@ -386,7 +388,11 @@ pub fn explain(
                 o.expires,
                 short(&o.sha),
                 o.reason,
-                if live { " (in force)" } else { " (not in force)" }
+                if live {
+                    " (in force)"
+                } else {
+                    " (not in force)"
+                }
             );
         }
     }

@@ -69,13 +69,7 @@ impl Rig {
 
     async fn wait_for_crds(&self) {
         let start = tokio::time::Instant::now();
-        while self
-            .kubectl(&["get", "qmsworkflows"])
-            .await
-            .status
-            .code()
-            != Some(0)
-        {
+        while self.kubectl(&["get", "qmsworkflows"]).await.status.code() != Some(0) {
             assert!(start.elapsed() < DEADLINE, "CRDs never served");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -136,25 +130,25 @@ impl Rig {
     /// The status the operator writes while the final review waits for a person.
     async fn set_waiting_status(&self) {
         let status = json!({"status": {
-            "state": "FINAL_PENDING", "currentStep": "final-review", "headSha": SHA, "run": 1,
-            "gates": "5/6", "correlationId": "corr-12345-1",
-            "steps": [
-                {"name": "dor-validation", "phase": "Succeeded", "attempt": 1,
-                 "tasks": [{"jobName": DOR_JOB, "agent": "qms-dor-validator",
-                            "selector": "qms-dor-validator", "attempt": 1, "phase": "Succeeded",
-                            "result": {"status": "success", "summary": "ready for review",
-                                       "metrics": {"basic_checks_failed": 0.0}}}],
-                 "gates": [{"name": "basic-checks", "metric": "basic_checks_failed", "value": 0.0,
-                            "operator": "eq", "threshold": 0.0, "verdict": "Passed",
-                            "blocking": true}]},
-                {"name": "progress-reviews", "phase": "Succeeded", "attempt": 2,
-                 "gates": [{"name": "code-coverage", "metric": "test_coverage", "value": 72.5,
-                            "operator": "gte", "threshold": 80.0, "unit": "percentage",
-                            "verdict": "Overridden", "blocking": true,
-                            "message": "72.5 < 80 (overridden)"}]},
-                {"name": "dod-validation", "phase": "Succeeded", "attempt": 1},
-                {"name": "final-review", "phase": "WaitingForApproval", "attempt": 1}
-            ]}});
+        "state": "FINAL_PENDING", "currentStep": "final-review", "headSha": SHA, "run": 1,
+        "gates": "5/6", "correlationId": "corr-12345-1",
+        "steps": [
+            {"name": "dor-validation", "phase": "Succeeded", "attempt": 1,
+             "tasks": [{"jobName": DOR_JOB, "agent": "qms-dor-validator",
+                        "selector": "qms-dor-validator", "attempt": 1, "phase": "Succeeded",
+                        "result": {"status": "success", "summary": "ready for review",
+                                   "metrics": {"basic_checks_failed": 0.0}}}],
+             "gates": [{"name": "basic-checks", "metric": "basic_checks_failed", "value": 0.0,
+                        "operator": "eq", "threshold": 0.0, "verdict": "Passed",
+                        "blocking": true}]},
+            {"name": "progress-reviews", "phase": "Succeeded", "attempt": 2,
+             "gates": [{"name": "code-coverage", "metric": "test_coverage", "value": 72.5,
+                        "operator": "gte", "threshold": 80.0, "unit": "percentage",
+                        "verdict": "Overridden", "blocking": true,
+                        "message": "72.5 < 80 (overridden)"}]},
+            {"name": "dod-validation", "phase": "Succeeded", "attempt": 1},
+            {"name": "final-review", "phase": "WaitingForApproval", "attempt": 1}
+        ]}});
         self.workflows()
             .patch_status(NAME, &PatchParams::default(), &Patch::Merge(&status))
             .await
@@ -179,12 +173,17 @@ async fn kubectl_qms_shows_a_review_and_records_decisions_in_its_spec() {
         "task qms-dor-validator (attempt 1): Succeeded",
         "Waiting for:  a decision on final-review for 3f7c2a9: kubectl qms approve",
     ] {
-        assert!(status.contains(expected), "missing {expected:?} in\n{status}");
+        assert!(
+            status.contains(expected),
+            "missing {expected:?} in\n{status}"
+        );
     }
     assert_eq!(rig.ok(&["qms", "status", "12345"]).await, status);
     let list = rig.ok(&["qms", "status"]).await;
     assert!(
-        list.contains(NAME) && list.contains("FINAL_PENDING") && list.contains("a decision on final-review"),
+        list.contains(NAME)
+            && list.contains("FINAL_PENDING")
+            && list.contains("a decision on final-review"),
         "{list}"
     );
 
@@ -192,17 +191,39 @@ async fn kubectl_qms_shows_a_review_and_records_decisions_in_its_spec() {
     let out = rig
         .ok(&["qms", "approve", "12345", "--reason", "reviewed"])
         .await;
-    assert!(out.contains("final-review of creo-roo-commander-pr-12345 approved by kube-sim for 3f7c2a9"), "{out}");
+    assert!(
+        out.contains(
+            "final-review of creo-roo-commander-pr-12345 approved by kube-sim for 3f7c2a9"
+        ),
+        "{out}"
+    );
     let wf = rig.workflow().await;
     assert_eq!(wf.spec.approvals.len(), 1, "{:?}", wf.spec.approvals);
     let a = &wf.spec.approvals[0];
     assert_eq!(
-        (a.step.as_str(), a.decision, a.by.as_str(), a.reason.as_str(), a.sha.as_str()),
-        ("final-review", Decision::Approve, "kube-sim", "reviewed", SHA)
+        (
+            a.step.as_str(),
+            a.decision,
+            a.by.as_str(),
+            a.reason.as_str(),
+            a.sha.as_str()
+        ),
+        (
+            "final-review",
+            Decision::Approve,
+            "kube-sim",
+            "reviewed",
+            SHA
+        )
     );
-    assert!(a.at.as_deref().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
+    assert!(
+        a.at.as_deref()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+    );
     // The same decision again changes nothing.
-    let again = rig.ok(&["qms", "approve", NAME, "--reason", "reviewed"]).await;
+    let again = rig
+        .ok(&["qms", "approve", NAME, "--reason", "reviewed"])
+        .await;
     assert!(again.contains("already approved"), "{again}");
     assert_eq!(rig.workflow().await.spec.approvals.len(), 1);
 
@@ -210,22 +231,44 @@ async fn kubectl_qms_shows_a_review_and_records_decisions_in_its_spec() {
     let err = rig
         .refused(&["qms", "approve", NAME, "--sha", "9a8b7c6d", "--as", "bob"])
         .await;
-    assert!(err.contains("stale SHA") && err.contains(SHA) && err.contains("9a8b7c6d"), "{err}");
+    assert!(
+        err.contains("stale SHA") && err.contains(SHA) && err.contains("9a8b7c6d"),
+        "{err}"
+    );
     let err = rig.refused(&["qms", "status", "no-such-review"]).await;
-    assert!(err.contains("no QmsWorkflow \"no-such-review\" in namespace \"default\""), "{err}");
+    assert!(
+        err.contains("no QmsWorkflow \"no-such-review\" in namespace \"default\""),
+        "{err}"
+    );
     let err = rig.refused(&["qms", "approve", "999"]).await;
-    assert!(err.contains("no QmsWorkflow for pull request #999"), "{err}");
+    assert!(
+        err.contains("no QmsWorkflow for pull request #999"),
+        "{err}"
+    );
     let err = rig
         .refused(&["qms", "approve", NAME, "--step", "final-reveiw"])
         .await;
-    assert!(err.contains("no step \"final-reveiw\"") && err.contains("dod-validation, final-review"), "{err}");
+    assert!(
+        err.contains("no step \"final-reveiw\"") && err.contains("dod-validation, final-review"),
+        "{err}"
+    );
     let err = rig.refused(&["qms", "reject", NAME, "--as", "bob"]).await;
     assert!(err.contains("--reason"), "{err}");
     assert_eq!(rig.workflow().await.spec.approvals.len(), 1);
 
     // reject, as someone else, with the SHA given (a prefix of the head).
-    rig.ok(&["qms", "reject", NAME, "--reason", "needs docs", "--sha", "3f7c2a9d", "--as", "bob"])
-        .await;
+    rig.ok(&[
+        "qms",
+        "reject",
+        NAME,
+        "--reason",
+        "needs docs",
+        "--sha",
+        "3f7c2a9d",
+        "--as",
+        "bob",
+    ])
+    .await;
     let wf = rig.workflow().await;
     let r = &wf.spec.approvals[1];
     assert_eq!(
@@ -234,7 +277,8 @@ async fn kubectl_qms_shows_a_review_and_records_decisions_in_its_spec() {
     );
 
     // retry: a fresh id each time, the step checked against the template.
-    rig.ok(&["qms", "retry", NAME, "dor-validation", "--as", "carol"]).await;
+    rig.ok(&["qms", "retry", NAME, "dor-validation", "--as", "carol"])
+        .await;
     let first = rig.workflow().await.spec.retry.expect("retry written");
     assert_eq!(first.step.as_deref(), Some("dor-validation"));
     assert_eq!(first.by.as_deref(), Some("carol"));
@@ -249,25 +293,66 @@ async fn kubectl_qms_shows_a_review_and_records_decisions_in_its_spec() {
     // override: for the head SHA, until now + 24h; unknown gates and past expiries refused.
     let before = chrono::Utc::now();
     rig.ok(&[
-        "qms", "override", NAME, "code-coverage", "--reason", "hotfix", "--expires", "24h",
+        "qms",
+        "override",
+        NAME,
+        "code-coverage",
+        "--reason",
+        "hotfix",
+        "--expires",
+        "24h",
     ])
     .await;
     let wf = rig.workflow().await;
     assert_eq!(wf.spec.overrides.len(), 1);
     let o = &wf.spec.overrides[0];
-    assert_eq!((o.gate.as_str(), o.by.as_str(), o.reason.as_str(), o.sha.as_str()),
-        ("code-coverage", "kube-sim", "hotfix", SHA));
+    assert_eq!(
+        (
+            o.gate.as_str(),
+            o.by.as_str(),
+            o.reason.as_str(),
+            o.sha.as_str()
+        ),
+        ("code-coverage", "kube-sim", "hotfix", SHA)
+    );
     let expires = chrono::DateTime::parse_from_rfc3339(&o.expires).expect("rfc3339");
     let ahead = expires.to_utc() - before;
-    assert!(ahead > chrono::Duration::hours(23) && ahead <= chrono::Duration::hours(25), "{ahead}");
+    assert!(
+        ahead > chrono::Duration::hours(23) && ahead <= chrono::Duration::hours(25),
+        "{ahead}"
+    );
     let err = rig
-        .refused(&["qms", "override", NAME, "coverage", "--reason", "x", "--expires", "1h"])
+        .refused(&[
+            "qms",
+            "override",
+            NAME,
+            "coverage",
+            "--reason",
+            "x",
+            "--expires",
+            "1h",
+        ])
         .await;
-    assert!(err.contains("no gate \"coverage\"") && err.contains("code-coverage"), "{err}");
+    assert!(
+        err.contains("no gate \"coverage\"") && err.contains("code-coverage"),
+        "{err}"
+    );
     let err = rig
-        .refused(&["qms", "override", NAME, "code-coverage", "--reason", "x", "--expires", "2020-01-01T00:00:00Z"])
+        .refused(&[
+            "qms",
+            "override",
+            NAME,
+            "code-coverage",
+            "--reason",
+            "x",
+            "--expires",
+            "2020-01-01T00:00:00Z",
+        ])
         .await;
-    assert!(err.contains("--expires") && err.contains("not in the future"), "{err}");
+    assert!(
+        err.contains("--expires") && err.contains("not in the future"),
+        "{err}"
+    );
     assert_eq!(rig.workflow().await.spec.overrides.len(), 1);
 
     // explain: the rule, the result in this review, the override in force.
@@ -286,10 +371,21 @@ async fn kubectl_qms_shows_a_review_and_records_decisions_in_its_spec() {
 
     // The approvals the plugin wrote are what the README's raw patch writes: same fields.
     let raw = rig
-        .ok(&["get", "qmsworkflow", NAME, "-o", "jsonpath={.spec.approvals[0]}"])
+        .ok(&[
+            "get",
+            "qmsworkflow",
+            NAME,
+            "-o",
+            "jsonpath={.spec.approvals[0]}",
+        ])
         .await;
     let raw: serde_json::Value = serde_json::from_str(&raw).expect("json");
-    let mut keys: Vec<&str> = raw.as_object().expect("object").keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = raw
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys, ["at", "by", "decision", "reason", "sha", "step"]);
     rig.sim.stop().await;
@@ -329,16 +425,31 @@ async fn kubectl_qms_logs_prints_the_agent_jobs_pod_logs() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let logs = rig.ok(&["qms", "logs", NAME, "dor-validation"]).await;
-    assert!(logs.contains(&format!("==> qms-dor-validator (Job {DOR_JOB}, pod {DOR_JOB}-")), "{logs}");
+    assert!(
+        logs.contains(&format!(
+            "==> qms-dor-validator (Job {DOR_JOB}, pod {DOR_JOB}-"
+        )),
+        "{logs}"
+    );
     assert!(logs.contains("dor: all 12 checks passed"), "{logs}");
 
     // A step without tasks in this run, an unknown step, an agent with no task: named errors.
     let err = rig.refused(&["qms", "logs", NAME, "final-review"]).await;
-    assert!(err.contains("step \"final-review\"") && err.contains("no task"), "{err}");
+    assert!(
+        err.contains("step \"final-review\"") && err.contains("no task"),
+        "{err}"
+    );
     let err = rig.refused(&["qms", "logs", NAME, "lint"]).await;
     assert!(err.contains("no step \"lint\""), "{err}");
     let err = rig
-        .refused(&["qms", "logs", NAME, "dor-validation", "--agent", "qms-code-reviewer"])
+        .refused(&[
+            "qms",
+            "logs",
+            NAME,
+            "dor-validation",
+            "--agent",
+            "qms-code-reviewer",
+        ])
         .await;
     assert!(err.contains("agent qms-code-reviewer"), "{err}");
     rig.sim.stop().await;
@@ -358,7 +469,11 @@ async fn a_decision_is_not_recorded_when_the_head_moved_meanwhile() {
     assert_eq!(wf.spec.head_sha, SHA);
     // The push lands after the read.
     rig.workflows()
-        .patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"headSha": NEW_SHA}})))
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"headSha": NEW_SHA}})),
+        )
         .await
         .expect("push");
     let entry = kubectl_qms::decide::approval(
@@ -370,11 +485,19 @@ async fn a_decision_is_not_recorded_when_the_head_moved_meanwhile() {
         chrono::Utc::now(),
     );
     let err = cluster
-        .append_guarded(NAME, "approvals", SHA, serde_json::to_value(&entry).unwrap())
+        .append_guarded(
+            NAME,
+            "approvals",
+            SHA,
+            serde_json::to_value(&entry).unwrap(),
+        )
         .await
         .expect_err("refused");
     let msg = err.to_string();
-    assert!(msg.contains(SHA) && msg.contains(NEW_SHA) && msg.contains("nothing was changed"), "{msg}");
+    assert!(
+        msg.contains(SHA) && msg.contains(NEW_SHA) && msg.contains("nothing was changed"),
+        "{msg}"
+    );
     assert!(rig.workflow().await.spec.approvals.is_empty());
 
     // The guard itself, without the re-read: the API server refuses the patch (test op).
@@ -389,7 +512,10 @@ async fn a_decision_is_not_recorded_when_the_head_moved_meanwhile() {
         .workflows()
         .patch(NAME, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await;
-    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 422), "{refused:?}");
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 422),
+        "{refused:?}"
+    );
     assert!(rig.workflow().await.spec.approvals.is_empty());
     rig.sim.stop().await;
 }

@@ -45,7 +45,9 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.expect("read");
     assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
-    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 /// Sample names a scrape can contain, from its `# TYPE` lines (an empty family still has one):
@@ -82,11 +84,40 @@ fn exported_names(scrape: &str) -> BTreeSet<String> {
 fn metric_names(expr: &str) -> BTreeSet<String> {
     // Aggregation operators may be followed by `by (…)` before their `(`.
     const KEYWORDS: [&str; 25] = [
-        "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-        "offset", "bool", "inf", "nan", "sum", "min", "max", "avg", "group", "stddev", "stdvar",
-        "count", "count_values", "bottomk", "topk", "quantile",
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     ];
-    const LABEL_LISTS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+    const LABEL_LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = BTreeSet::new();
     let mut i = 0;
@@ -119,7 +150,9 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             }
         } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -155,13 +188,23 @@ fn metric_names_are_read_from_promql() {
 
 fn helm_template(sets: &[&str]) -> Vec<Value> {
     let mut cmd = Command::new(tool("helm"));
-    cmd.args(["template", "qms", "charts/qms-operator", "--namespace", "qms-system"])
-        .current_dir(repo_root());
+    cmd.args([
+        "template",
+        "qms",
+        "charts/qms-operator",
+        "--namespace",
+        "qms-system",
+    ])
+    .current_dir(repo_root());
     for s in sets {
         cmd.args(["--set", s]);
     }
     let out = cmd.output().expect("helm runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_saphyr::from_multiple::<Value>(&String::from_utf8_lossy(&out.stdout))
         .expect("YAML")
         .into_iter()
@@ -177,7 +220,8 @@ fn dashboard_queries() -> Vec<(String, String)> {
         .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
         .expect("dashboard ConfigMap");
     let dashboard: Value =
-        serde_json::from_str(cm["data"]["qms-operator.json"].as_str().expect("json")).expect("JSON");
+        serde_json::from_str(cm["data"]["qms-operator.json"].as_str().expect("json"))
+            .expect("JSON");
     fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
         for p in panels.as_array().into_iter().flatten() {
             for t in p["targets"].as_array().into_iter().flatten() {
@@ -288,7 +332,8 @@ async fn dashboard_and_alerts_name_only_exported_metrics_and_every_query_parses(
         .await;
     let step = qms_operator::dev::waiting_step(&wf).expect("waiting step");
     env.decide(name, &step, &wf.spec.head_sha, "approve").await;
-    env.wait_state(name, qms_api::WorkflowState::Completed).await;
+    env.wait_state(name, qms_api::WorkflowState::Completed)
+        .await;
     let start = tokio::time::Instant::now();
     let exported = loop {
         let names = exported_names(&http_get(addr, "/metrics").await);
@@ -300,7 +345,10 @@ async fn dashboard_and_alerts_name_only_exported_metrics_and_every_query_parses(
         if wanted.iter().all(|w| names.contains(*w)) {
             break names;
         }
-        assert!(start.elapsed() < DEADLINE, "{wanted:?} never all in the scrape: {names:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{wanted:?} never all in the scrape: {names:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     op.stop().await;
@@ -309,7 +357,10 @@ async fn dashboard_and_alerts_name_only_exported_metrics_and_every_query_parses(
         "qms_quality_gate_results_total",
         "qms_github_webhook_outcomes_total",
     ] {
-        assert!(exported.contains(kpi), "{kpi} not in the scrape: {exported:?}");
+        assert!(
+            exported.contains(kpi),
+            "{kpi} not in the scrape: {exported:?}"
+        );
     }
 
     let queries = dashboard_queries();
@@ -317,7 +368,10 @@ async fn dashboard_and_alerts_name_only_exported_metrics_and_every_query_parses(
     let mut used = BTreeSet::new();
     for (panel, expr) in &queries {
         let names = metric_names(expr);
-        assert!(!names.is_empty(), "panel {panel:?} selects no metric: {expr}");
+        assert!(
+            !names.is_empty(),
+            "panel {panel:?} selects no metric: {expr}"
+        );
         for name in names {
             assert!(
                 exported.contains(&name),
@@ -328,13 +382,13 @@ async fn dashboard_and_alerts_name_only_exported_metrics_and_every_query_parses(
     }
     // The KPIs of spec §12.1 each have a panel.
     for kpi in [
-        "qms_workflow_duration_seconds_count", // success rate
+        "qms_workflow_duration_seconds_count",  // success rate
         "qms_workflow_duration_seconds_bucket", // cycle time
-        "qms_quality_gate_results_total",      // gate pass rate
-        "qms_agent_running_tasks",             // utilisation
+        "qms_quality_gate_results_total",       // gate pass rate
+        "qms_agent_running_tasks",              // utilisation
         "qms_agent_capacity",
-        "qms_reconcile_errors_total", // errors by category
-        "qms_workflows",              // queue depth
+        "qms_reconcile_errors_total",    // errors by category
+        "qms_workflows",                 // queue depth
         "qms_github_check_writes_total", // write pacing
     ] {
         assert!(used.contains(kpi), "no panel reads {kpi}");
@@ -358,7 +412,8 @@ async fn dashboard_and_alerts_name_only_exported_metrics_and_every_query_parses(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("SUCCESS: {} rules found", exprs.len())),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
