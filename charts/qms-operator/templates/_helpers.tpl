@@ -26,3 +26,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* PromQL matchers of this release's operator series (monitoring.metricsSelector). */ -}}
+{{- define "qms-operator.metricsSelector" -}}
+{{- .Values.monitoring.metricsSelector | default (printf "job=%q" (include "qms-operator.fullname" .)) -}}
+{{- end -}}
+
+{{- /* PromQL matchers of the operator's container in cAdvisor / kube-state-metrics series. */ -}}
+{{- define "qms-operator.containerSelector" -}}
+{{- printf "namespace=%q,pod=~%q,container=\"operator\"" .Release.Namespace (printf "%s-[a-z0-9]+-[a-z0-9]+" (include "qms-operator.fullname" .)) -}}
+{{- end -}}
