@@ -156,9 +156,17 @@ mod tests {
         let backoff = status(DorPending, &[Backoff, Pending]);
         assert_eq!(slot_use(Some(&backoff)), SlotUse::Holds, "a retry is due");
         let waiting = status(FinalPending, &[Succeeded, WaitingForApproval]);
-        assert_eq!(slot_use(Some(&waiting)), SlotUse::None, "waits for a person");
+        assert_eq!(
+            slot_use(Some(&waiting)),
+            SlotUse::None,
+            "waits for a person"
+        );
         let mid = status(ProgressPending, &[Succeeded, WaitingForApproval, Pending]);
-        assert_eq!(slot_use(Some(&mid)), SlotUse::None, "later steps do not count");
+        assert_eq!(
+            slot_use(Some(&mid)),
+            SlotUse::None,
+            "later steps do not count"
+        );
         let resumed = status(ProgressPending, &[Succeeded, Succeeded, Pending]);
         assert_eq!(
             slot_use(Some(&resumed)),

@@ -1187,7 +1187,9 @@ async fn workflows_waiting_for_approval_free_their_slots() {
     for name in ["slot-1", "slot-2"] {
         env.wait_for(name, "run 2 running its agents", |wf| {
             wf.status.as_ref().is_some_and(|s| {
-                s.run == 2 && s.step("check").is_some_and(|c| c.phase == StepPhase::Running)
+                s.run == 2
+                    && s.step("check")
+                        .is_some_and(|c| c.phase == StepPhase::Running)
             })
         })
         .await;
@@ -1207,7 +1209,9 @@ async fn workflows_waiting_for_approval_free_their_slots() {
     assert_eq!(queued.status, ConditionStatus::True);
     assert_eq!(queued.reason, "WaitingForSlot");
     assert!(
-        queued.message.starts_with("position 1 of 1 waiting for one of the 2 workflow slots"),
+        queued
+            .message
+            .starts_with("position 1 of 1 waiting for one of the 2 workflow slots"),
         "{}",
         queued.message
     );
@@ -1225,10 +1229,8 @@ async fn workflows_waiting_for_approval_free_their_slots() {
             .await;
         let history = wf.status.unwrap().history;
         if name == "slot-3" {
-            let reasons: Vec<(WorkflowState, &str)> = history
-                .iter()
-                .map(|t| (t.to, t.reason.as_str()))
-                .collect();
+            let reasons: Vec<(WorkflowState, &str)> =
+                history.iter().map(|t| (t.to, t.reason.as_str())).collect();
             let queued_at = reasons
                 .iter()
                 .position(|r| *r == (WorkflowState::Initialized, "NewHeadSha"))

@@ -971,7 +971,9 @@ fn waiting_for_approval_releases_the_slot_and_a_new_sha_queues_for_one() {
     assert_eq!(w.state(), WorkflowState::Initialized);
     assert_eq!(w.status().run, 2);
     assert!(creates(&d).is_empty());
-    let queued = Condition::find(&w.status().conditions, "Queued").cloned().unwrap();
+    let queued = Condition::find(&w.status().conditions, "Queued")
+        .cloned()
+        .unwrap();
     assert_eq!(
         (queued.status, queued.reason.as_str()),
         (ConditionStatus::True, "WaitingForSlot")
