@@ -15,6 +15,7 @@
 //! - `selection`: the agent coordinator's choice of agent (capability, capacity, priority, health).
 //! - `payload`: the task payload of spec §3.2; `result`: parsing of agents' results.
 //! - `backoff`: exponential backoff with deterministic jitter.
+//! - `slots`: which workflows hold a `maxConcurrentWorkflows` slot, and the queue's message.
 //! - `naming`: deterministic Job names and task labels.
 //!
 //! The semantic choices are described in the crate's README.md.
@@ -34,6 +35,7 @@ pub mod observe;
 pub mod payload;
 pub mod result;
 pub mod selection;
+pub mod slots;
 mod time;
 pub mod units;
 

@@ -19,9 +19,13 @@ pub struct Observed<'a> {
     pub agents: &'a BTreeMap<String, AgentView>,
     /// The Jobs that belong to this workflow (label-selected, any run), by Job name.
     pub jobs: &'a BTreeMap<String, JobObservation>,
-    /// Whether this workflow may hold a running slot (the operator counts live running workflows
-    /// against `maxConcurrentWorkflows`; a workflow that already runs keeps its slot).
+    /// Whether this workflow may take a slot now, should it need one (the operator counts the live
+    /// workflows that hold one against `maxConcurrentWorkflows`, oldest waiting first; see
+    /// [`crate::slots`]). A workflow that holds a slot keeps it whatever this says.
     pub slot_available: bool,
+    /// This workflow's place in the slot queue, when it waits (or would wait) for a slot; shown in
+    /// the `Queued` condition. `None`: not known (the message then names no place).
+    pub queue_place: Option<crate::slots::QueuePlace>,
     /// Baseline value per gate name for the workflow's repository and base branch (§4.2 ratchet).
     pub baselines: &'a BTreeMap<String, f64>,
     pub config: &'a EngineConfig,

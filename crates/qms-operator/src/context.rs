@@ -72,6 +72,15 @@ impl Scope {
     }
 }
 
+/// A workflow given a slot by a decision whose status write the cache may not show yet.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// The resourceVersion the decision was based on: while the cache still shows it, the cache
+    /// lacks the write (any later version contains it, the write being conditional on this one).
+    pub decided_on: Option<String>,
+    pub at: Instant,
+}
+
 /// A Job created by the operator that the cache may not show yet.
 #[derive(Clone, Debug)]
 pub struct ExpectedJob {
@@ -98,8 +107,8 @@ pub struct Shared {
     /// Held from observing to the end of the Job actions of one workflow reconcile, so that two
     /// workflows never both take the last free slot or the last free place of an agent.
     pub decide_lock: tokio::sync::Mutex<()>,
-    /// Workflows given a slot whose status write is not in the cache yet (uid → when).
-    pub admitted: Mutex<HashMap<String, Instant>>,
+    /// Workflows given a slot whose status write is not in the cache yet (by uid).
+    pub admitted: Mutex<HashMap<String, Admission>>,
     /// Jobs created but not yet in the cache, by (namespace, name).
     pub expected_jobs: Mutex<HashMap<(String, String), ExpectedJob>>,
     /// Workflow uid → the resourceVersion we based our last status write on: seeing it again in the
@@ -159,13 +168,15 @@ impl Shared {
             .collect()
     }
 
-    /// Re-triggers every workflow waiting for a slot (a slot was freed).
+    /// Re-triggers the waiting workflows the free slots go to (a slot was freed): the queue is one
+    /// over every scope, oldest first (see [`observe::first_in_line`]).
     pub fn trigger_waiting(&self) {
-        for scope in &self.scopes {
-            for wf in scope.stores.workflows.state() {
-                if observe::waits_for_slot(&wf) {
-                    scope.trigger_workflow(&wf);
-                }
+        let all = self.all_workflows();
+        let admitted = self.admitted_uids(&all);
+        let max = self.settings.max_concurrent_workflows;
+        for wf in observe::first_in_line(&all, &admitted, max) {
+            if let Some(scope) = wf.namespace().and_then(|ns| self.scope_for(&ns)) {
+                scope.trigger_workflow(&wf);
             }
         }
     }
@@ -182,15 +193,17 @@ impl Shared {
         }
     }
 
-    /// Admitted workflows, pruning those `all` (a snapshot of the cache) shows as started (or that
-    /// are too old).
+    /// Admitted workflows, pruning those whose status write `all` (a snapshot of the cache) shows
+    /// (or that are too old): from then on the cached status itself says whether a slot is held.
     pub fn admitted_uids(&self, all: &[Arc<QmsWorkflow>]) -> HashSet<String> {
         let mut admitted = lock(&self.admitted);
-        admitted.retain(|uid, at| {
-            at.elapsed() < EXPECTATION_TTL
-                && all
-                    .iter()
-                    .any(|w| w.uid().as_deref() == Some(uid) && observe::waits_for_slot(w))
+        admitted.retain(|uid, a| {
+            a.at.elapsed() < EXPECTATION_TTL
+                && all.iter().any(|w| {
+                    w.uid().as_deref() == Some(uid)
+                        && w.metadata.deletion_timestamp.is_none()
+                        && w.resource_version() == a.decided_on
+                })
         });
         admitted.keys().cloned().collect()
     }

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use qms_api::{Agent, QmsWorkflow, QualityGate, QualityGateSpec, TaskPhase, WorkflowState};
+use qms_engine::slots::{QueuePlace, SlotUse};
 use qms_engine::{AgentView, JobObservation, JobPhase};
 
 use crate::jobs::{
@@ -422,60 +423,135 @@ pub fn state_of(workflow: &QmsWorkflow) -> WorkflowState {
         .unwrap_or(WorkflowState::Initialized)
 }
 
-/// Does this workflow hold one of the `maxConcurrentWorkflows` slots? Started and not finished.
+/// What `workflow` needs of the `maxConcurrentWorkflows` slots: the engine's rule
+/// ([`qms_engine::slots`]: automated work holds one, waiting for a person or finished holds none)
+/// on the cached status. A workflow being deleted needs none.
+pub fn slot_use(workflow: &QmsWorkflow) -> SlotUse {
+    if workflow.metadata.deletion_timestamp.is_some() {
+        return SlotUse::None;
+    }
+    qms_engine::slots::slot_use(workflow.status.as_ref())
+}
+
+/// Does this workflow hold one of the `maxConcurrentWorkflows` slots?
 pub fn occupies_slot(workflow: &QmsWorkflow) -> bool {
-    let state = state_of(workflow);
-    workflow.metadata.deletion_timestamp.is_none()
-        && state != WorkflowState::Initialized
-        && !state.is_terminal()
+    slot_use(workflow) == SlotUse::Holds
 }
 
-/// Is this workflow waiting for a slot (not started yet)?
+/// Is this workflow waiting for a slot (queued before its run starts, or to resume after an
+/// approval)?
 pub fn waits_for_slot(workflow: &QmsWorkflow) -> bool {
-    workflow.metadata.deletion_timestamp.is_none()
-        && state_of(workflow) == WorkflowState::Initialized
+    slot_use(workflow) == SlotUse::Waits
 }
 
-/// Slot availability for `workflow`: a running workflow keeps its slot; a waiting one gets one when
-/// fewer than `max` run and it is among the oldest waiting ones that fit (first come, first
-/// served, by creation time then namespace/name). `admitted` are workflows given a slot whose
-/// status write has not reached the cache yet.
+/// Does `decided` (the engine's new status for `workflow`) take a slot the cached `workflow` does
+/// not hold? Such an admission counts as a held slot until the cache shows the status write.
+pub fn takes_slot(workflow: &QmsWorkflow, decided: &qms_api::QmsWorkflowStatus) -> bool {
+    workflow.metadata.deletion_timestamp.is_none()
+        && !occupies_slot(workflow)
+        && qms_engine::slots::holds_slot(decided)
+}
+
+/// What the slot queue offers one workflow: whether it may take a slot now, and its place in the
+/// queue (for the `Queued` condition) when it may not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotOffer {
+    pub available: bool,
+    pub place: Option<QueuePlace>,
+}
+
+/// Slot availability for `workflow`: a workflow holding a slot keeps it; one that needs a slot
+/// gets one when fewer than `max` are held and it is among the oldest waiting ones that fit (first
+/// come, first served, by creation time then namespace/name). `admitted` are workflows given a
+/// slot whose status write has not reached the cache yet (they count as held). Everything comes
+/// from `all`, one snapshot of the workflow cache: nothing is counted, so a restart loses nothing.
+pub fn slot_offer(
+    workflow: &QmsWorkflow,
+    all: &[Arc<QmsWorkflow>],
+    admitted: &std::collections::HashSet<String>,
+    max: u32,
+) -> SlotOffer {
+    let uid_of = |w: &QmsWorkflow| w.uid().unwrap_or_default();
+    let my_uid = uid_of(workflow);
+    if occupies_slot(workflow) || admitted.contains(&my_uid) {
+        return SlotOffer {
+            available: true,
+            place: None,
+        };
+    }
+    let held = all
+        .iter()
+        .filter(|w| {
+            occupies_slot(w)
+                || (admitted.contains(&uid_of(w)) && w.metadata.deletion_timestamp.is_none())
+        })
+        .count() as u64;
+    let free = u64::from(max).saturating_sub(held);
+    let mine = queue_key(workflow);
+    let (mut ahead, mut others) = (0u64, 0u64);
+    for w in all
+        .iter()
+        .filter(|w| waits_for_slot(w) && !admitted.contains(&uid_of(w)) && uid_of(w) != my_uid)
+    {
+        others += 1;
+        if queue_key(w) < mine {
+            ahead += 1;
+        }
+    }
+    let available = ahead < free;
+    SlotOffer {
+        available,
+        place: (!available).then_some(QueuePlace {
+            position: ahead + 1,
+            waiting: others + 1,
+            limit: max,
+        }),
+    }
+}
+
+/// The waiting workflows that the free slots go to next (oldest first, as in [`slot_offer`]): the
+/// ones worth a reconcile when a slot frees. The others keep their place and see it move on their
+/// periodic requeue (`WAIT_POLL`), not on every freed slot (1,000 waiting would otherwise mean
+/// 1,000 reconciles per freed slot).
+pub fn first_in_line(
+    all: &[Arc<QmsWorkflow>],
+    admitted: &std::collections::HashSet<String>,
+    max: u32,
+) -> Vec<Arc<QmsWorkflow>> {
+    let uid_of = |w: &QmsWorkflow| w.uid().unwrap_or_default();
+    let held = all
+        .iter()
+        .filter(|w| {
+            occupies_slot(w)
+                || (admitted.contains(&uid_of(w)) && w.metadata.deletion_timestamp.is_none())
+        })
+        .count();
+    let free = (max as usize).saturating_sub(held);
+    let mut waiting: Vec<&Arc<QmsWorkflow>> = all
+        .iter()
+        .filter(|w| waits_for_slot(w) && !admitted.contains(&uid_of(w)))
+        .collect();
+    waiting.sort_by_cached_key(|w| queue_key(w));
+    waiting.into_iter().take(free).cloned().collect()
+}
+
+/// The queue order: creation time, then namespace/name.
+fn queue_key(w: &QmsWorkflow) -> (Option<DateTime<Utc>>, String, String) {
+    (
+        w.metadata.creation_timestamp.as_ref().map(to_chrono),
+        w.namespace().unwrap_or_default(),
+        w.name_any(),
+    )
+}
+
+/// [`slot_offer`]`.available`.
 pub fn slot_available(
     workflow: &QmsWorkflow,
     all: &[Arc<QmsWorkflow>],
     admitted: &std::collections::HashSet<String>,
     max: u32,
 ) -> bool {
-    if occupies_slot(workflow) {
-        return true;
-    }
-    let uid_of = |w: &QmsWorkflow| w.uid().unwrap_or_default();
-    let my_uid = uid_of(workflow);
-    if admitted.contains(&my_uid) {
-        return true;
-    }
-    let running = all
-        .iter()
-        .filter(|w| occupies_slot(w) || (admitted.contains(&uid_of(w)) && waits_for_slot(w)))
-        .count() as u64;
-    let free = u64::from(max).saturating_sub(running);
-    if free == 0 {
-        return false;
-    }
-    let key = |w: &QmsWorkflow| {
-        (
-            w.metadata.creation_timestamp.as_ref().map(to_chrono),
-            w.namespace().unwrap_or_default(),
-            w.name_any(),
-        )
-    };
-    let mine = key(workflow);
-    let ahead = all
-        .iter()
-        .filter(|w| waits_for_slot(w) && !admitted.contains(&uid_of(w)) && uid_of(w) != my_uid)
-        .filter(|w| key(w) < mine)
-        .count() as u64;
-    ahead < free
+    slot_offer(workflow, all, admitted, max).available
 }
 
 #[cfg(test)]
@@ -856,6 +932,89 @@ mod tests {
         let stats = agent_stats("ns", "a", Duration::from_secs(600), &jobs, now());
         assert_eq!((stats.recent_failures, stats.recent_successes), (1, 1));
         assert_eq!(stats.success_rate(), Some(0.5));
+    }
+
+    /// A workflow in `state` whose current step is in `phase` (an earlier step succeeded).
+    fn at_step(name: &str, state: WorkflowState, phase: qms_api::StepPhase) -> Arc<QmsWorkflow> {
+        let mut wf = (*workflow(name, Some(state), "2025-08-17T05:00:00Z")).clone();
+        let status = wf.status.as_mut().unwrap();
+        status.run = 1;
+        status.steps = vec![
+            qms_api::StepStatus {
+                name: "check".into(),
+                phase: qms_api::StepPhase::Succeeded,
+                ..Default::default()
+            },
+            qms_api::StepStatus {
+                name: "final".into(),
+                phase,
+                ..Default::default()
+            },
+        ];
+        Arc::new(wf)
+    }
+
+    #[test]
+    fn workflows_waiting_for_a_person_leave_their_slot_to_the_queue() {
+        use qms_api::StepPhase::{Backoff, Pending, Running, WaitingForApproval};
+        let approval = at_step("a", WorkflowState::FinalPending, WaitingForApproval);
+        let running = at_step("r", WorkflowState::FinalPending, Running);
+        let backoff = at_step("b", WorkflowState::FinalPending, Backoff);
+        // Approved, its next step (with agents) not begun: waits like a new one.
+        let resumed = at_step("p", WorkflowState::ProgressPending, Pending);
+        assert!(!occupies_slot(&approval) && !waits_for_slot(&approval));
+        assert!(occupies_slot(&running) && occupies_slot(&backoff));
+        assert!(waits_for_slot(&resumed) && !occupies_slot(&resumed));
+        let mut deleting = (*running).clone();
+        deleting.metadata.deletion_timestamp = Some(time("2025-08-17T06:00:00Z"));
+        assert_eq!(slot_use(&deleting), SlotUse::None);
+
+        let w: Vec<Arc<QmsWorkflow>> = (1..=4)
+            .map(|i| workflow(&format!("w{i}"), None, &format!("2025-08-17T06:00:0{i}Z")))
+            .collect();
+        let mut all = vec![approval.clone(), approval.clone(), running.clone()];
+        all.extend(w.iter().cloned());
+        let none = Default::default();
+        // Two slots: one held by `running`; the approval waiters hold none: w1 gets the other.
+        let offer = slot_offer(&w[0], &all, &none, 2);
+        assert_eq!((offer.available, offer.place), (true, None));
+        let offer = slot_offer(&w[2], &all, &none, 2);
+        assert!(!offer.available);
+        assert_eq!(
+            offer.place,
+            Some(QueuePlace {
+                position: 3,
+                waiting: 4,
+                limit: 2
+            })
+        );
+        // The approval waiter that needs a slot again (a new SHA) queues behind older waiters
+        // only: it was created first, so it is first in line.
+        let offer = slot_offer(&approval, &all, &none, 2);
+        assert!(offer.available);
+        let offer = slot_offer(&approval, &all, &none, 1);
+        assert_eq!(
+            offer.place,
+            Some(QueuePlace {
+                position: 1,
+                waiting: 5,
+                limit: 1
+            })
+        );
+        // A freed slot wakes only who gets it: the oldest waiting ones that fit.
+        let names = |v: Vec<Arc<QmsWorkflow>>| v.iter().map(|w| w.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(first_in_line(&all, &none, 2)), ["w1"]);
+        assert_eq!(names(first_in_line(&all, &none, 4)), ["w1", "w2", "w3"]);
+        assert!(first_in_line(&all, &none, 1).is_empty());
+        // w1 admitted (status write not cached yet): it holds its slot; w2 is next.
+        let admitted = std::collections::HashSet::from(["w1-uid".to_owned()]);
+        assert_eq!(names(first_in_line(&all, &admitted, 3)), ["w2"]);
+        let offer = slot_offer(&w[1], &all, &admitted, 2);
+        assert_eq!(offer.place.map(|p| (p.position, p.waiting)), Some((1, 3)));
+        // What a decision takes.
+        assert!(takes_slot(&approval, running.status.as_ref().unwrap()));
+        assert!(!takes_slot(&running, running.status.as_ref().unwrap()));
+        assert!(!takes_slot(&w[0], approval.status.as_ref().unwrap()));
     }
 
     #[test]

@@ -1088,3 +1088,170 @@ async fn deleting_a_workflow_cleans_up_its_jobs() {
     }
     op.stop().await;
 }
+
+/// Slots are for automated work: with 2 slots, 6 pull requests whose last step is manual all get
+/// their agents run and reach the approval wait while nobody approves (a workflow waiting for a
+/// person holds no slot), and never more than 2 hold a slot at once. A new head SHA on one of them
+/// needs agents again: with both slots taken it queues in INITIALIZED with its place shown, and
+/// runs when a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_waiting_for_approval_free_their_slots() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let env = Env::start().await;
+    // Run 1: a short review. Later runs: held until the test opens `release` (so the new-SHA runs
+    // are known to hold their slots while the test looks at the queue).
+    let release = std::env::temp_dir().join(format!("qms-slots-release-{}", std::process::id()));
+    let _ = std::fs::remove_file(&release);
+    let script = format!(
+        "if [ \"$QMS_RUN\" = \"1\" ]; then sleep 1; else while [ ! -e {} ]; do sleep 0.1; done; fi; {}",
+        release.display(),
+        result("success", "", 0)
+    );
+    env.apply(&agent("ok", 10, &script)).await;
+    env.apply(&template_with_manual("t", "ok")).await;
+
+    // The most workflows holding a slot at the same time, from a watch (revision order).
+    let max_holding = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ever_queued = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, String>::new()));
+    let tracker = {
+        let api = env.workflows();
+        let (max_holding, ever_queued) = (max_holding.clone(), ever_queued.clone());
+        tokio::spawn(async move {
+            let mut holding = std::collections::BTreeSet::new();
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(wf)) = stream.next().await {
+                let status = wf.status.clone().unwrap_or_default();
+                if qms_engine::slots::holds_slot(&status) {
+                    holding.insert(wf.name_any());
+                } else {
+                    holding.remove(&wf.name_any());
+                }
+                if let Some(c) = qms_api::Condition::find(&status.conditions, "Queued")
+                    && c.status == ConditionStatus::True
+                {
+                    ever_queued
+                        .lock()
+                        .unwrap()
+                        .insert(wf.name_any(), c.message.clone());
+                }
+                max_holding.fetch_max(holding.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+
+    let settings = qms_operator::Settings {
+        max_concurrent_workflows: 2,
+        ..env.settings()
+    };
+    let op = env.operator(settings).await;
+    let names: Vec<String> = (1..=6).map(|i| format!("slot-{i}")).collect();
+    for name in &names {
+        env.apply(&workflow(name, "t", "aaaaaaa")).await;
+    }
+    for name in &names {
+        let wf = env
+            .wait_for(name, "waiting for approval", |wf| {
+                needs_approval(wf).as_deref() == Some("final-review")
+            })
+            .await;
+        assert_eq!(state_of(&wf), WorkflowState::FinalPending);
+        let s = wf.status.unwrap();
+        let check = s.step("check").unwrap();
+        assert_eq!(check.phase, StepPhase::Succeeded, "{name}: its agents ran");
+        assert_eq!(
+            s.step("final-review").unwrap().phase,
+            StepPhase::WaitingForApproval
+        );
+    }
+    {
+        let queued = ever_queued.lock().unwrap();
+        assert!(
+            !queued.is_empty(),
+            "6 workflows, 2 slots: some must have waited"
+        );
+        assert!(
+            queued.values().all(|m| m.starts_with("position ")),
+            "{queued:?}"
+        );
+    }
+    ever_queued.lock().unwrap().clear();
+
+    // Two new-SHA runs take both slots (their agents wait for `release`)...
+    for name in ["slot-1", "slot-2"] {
+        env.set_head_sha(name, "bbbbbbb").await;
+    }
+    for name in ["slot-1", "slot-2"] {
+        env.wait_for(name, "run 2 running its agents", |wf| {
+            wf.status.as_ref().is_some_and(|s| {
+                s.run == 2
+                    && s.step("check")
+                        .is_some_and(|c| c.phase == StepPhase::Running)
+            })
+        })
+        .await;
+    }
+    // ...so a third queues for a slot again, first in line, while the others wait for a person.
+    env.set_head_sha("slot-3", "bbbbbbb").await;
+    let wf = env
+        .wait_for("slot-3", "queued for a slot", |wf| {
+            wf.status
+                .as_ref()
+                .is_some_and(|s| s.run == 2 && s.state == WorkflowState::Initialized)
+        })
+        .await;
+    let queued = qms_api::Condition::find(&wf.status.as_ref().unwrap().conditions, "Queued")
+        .cloned()
+        .unwrap();
+    assert_eq!(queued.status, ConditionStatus::True);
+    assert_eq!(queued.reason, "WaitingForSlot");
+    assert!(
+        queued
+            .message
+            .starts_with("position 1 of 1 waiting for one of the 2 workflow slots"),
+        "{}",
+        queued.message
+    );
+    for name in ["slot-4", "slot-5", "slot-6"] {
+        assert!(needs_approval(&env.get(name).await).is_some(), "{name}");
+    }
+
+    std::fs::write(&release, b"").unwrap();
+    for name in ["slot-1", "slot-2", "slot-3"] {
+        let wf = env
+            .wait_for(name, "run 2 waiting for approval", |wf| {
+                wf.status.as_ref().is_some_and(|s| s.run == 2)
+                    && needs_approval(wf).as_deref() == Some("final-review")
+            })
+            .await;
+        let history = wf.status.unwrap().history;
+        if name == "slot-3" {
+            let reasons: Vec<(WorkflowState, &str)> =
+                history.iter().map(|t| (t.to, t.reason.as_str())).collect();
+            let queued_at = reasons
+                .iter()
+                .position(|r| *r == (WorkflowState::Initialized, "NewHeadSha"))
+                .expect("queued on the new SHA");
+            assert_eq!(
+                reasons.get(queued_at + 1),
+                Some(&(WorkflowState::DorPending, "SlotTaken")),
+                "{reasons:?}"
+            );
+        }
+    }
+    tracker.abort();
+    let _ = std::fs::remove_file(&release);
+    assert_eq!(
+        max_holding.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "maxConcurrentWorkflows 2 was exceeded (or never reached)"
+    );
+    // Approving completes a workflow without any slot.
+    env.decide("slot-6", "final-review", "aaaaaaa", "approve")
+        .await;
+    env.wait_state("slot-6", WorkflowState::Completed).await;
+    op.stop().await;
+}

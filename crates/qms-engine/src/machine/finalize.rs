@@ -123,7 +123,7 @@ fn conditions(ctx: &mut Ctx<'_, '_>) {
             "Queued",
             True,
             "WaitingForSlot",
-            "waiting for a free workflow slot".into(),
+            crate::slots::queued_message(ctx.obs.queue_place.as_ref()),
         )
     } else {
         condition(ctx, "Queued", False, "NotQueued", String::new())

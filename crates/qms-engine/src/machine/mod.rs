@@ -31,12 +31,10 @@ pub const JOB_LOST_GRACE: std::time::Duration = std::time::Duration::from_secs(3
 /// the bound only guards against a bug turning into an endless loop).
 const MAX_ROUNDS: usize = 1000;
 
-/// Whether a workflow with this status holds one of the `maxConcurrentWorkflows` slots: it has
-/// started a run that has not ended. (INITIALIZED — never started or queued — holds none.)
+/// Whether a workflow with this status holds one of the `maxConcurrentWorkflows` slots: its run
+/// has automated work running or scheduled (the rule: [`crate::slots`]).
 pub fn holds_slot(status: &qms_api::QmsWorkflowStatus) -> bool {
-    status.run > 0
-        && !status.state.is_terminal()
-        && status.state != qms_api::WorkflowState::Initialized
+    crate::slots::holds_slot(status)
 }
 
 /// Decides the next status and actions for one workflow. Pure: same input, same output.

@@ -16,6 +16,8 @@ use crate::action::EventType;
 pub const REASON_STARTED: &str = "Started";
 pub const REASON_NEW_HEAD_SHA: &str = "NewHeadSha";
 pub const REASON_RETRY: &str = "RetryRequested";
+/// A run that waited in INITIALIZED for a slot (after a new head SHA or a retry) got one.
+pub const REASON_SLOT_TAKEN: &str = "SlotTaken";
 
 /// Applies a new head SHA or a new retry request. Returns whether a new run was set up.
 pub fn remediate(ctx: &mut Ctx<'_, '_>, plan: Option<&Plan<'_>>) -> bool {
@@ -141,7 +143,15 @@ pub fn start_or_queue(ctx: &mut Ctx<'_, '_>, plan: &Plan<'_>) -> bool {
     ctx.needs_start = false;
     ctx.st.started_at = Some(ctx.now_str());
     if ctx.pending_reason.is_none() && ctx.st.state == WorkflowState::Initialized {
-        ctx.pending_reason = Some(REASON_STARTED.to_owned());
+        // A later run that waited for a slot began with the transition into INITIALIZED (reason
+        // NewHeadSha or RetryRequested); calling its start "Started" would hide that beginning
+        // from `retry_cutoff`, and decisions taken before a retry would count again.
+        let reason = if ctx.st.run <= 1 {
+            REASON_STARTED
+        } else {
+            REASON_SLOT_TAKEN
+        };
+        ctx.pending_reason = Some(reason.to_owned());
     }
     let first = plan.steps.first().map_or("", |s| s.name()).to_owned();
     ctx.emit(

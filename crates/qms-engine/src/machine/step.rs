@@ -107,6 +107,12 @@ fn begin(ctx: &mut Ctx<'_, '_>, plan: &Plan<'_>, i: usize) {
         step_completed(ctx, ps, "skipped", why);
         return;
     }
+    // A step with agents is automated work: it needs a slot. Only a run resuming after a person
+    // (an approval, a rejection with a later step that still runs) can get here without one.
+    if !ps.spec.agents.is_empty() && !ctx.held_slot && !ctx.obs.slot_available {
+        ctx.queued = true;
+        return;
+    }
     ctx.set_state(ps.pending, &format!("StepStarted: {}", ps.name()));
     start_attempt(ctx, ps, i, 1);
 }

@@ -944,3 +944,160 @@ fn a_job_past_its_deadline_is_a_timed_out_task() {
             .any(|(t, r)| *t == EventType::WorkflowCompleted && r == "WorkflowFailed")
     );
 }
+
+#[test]
+fn waiting_for_approval_releases_the_slot_and_a_new_sha_queues_for_one() {
+    let mut w = World::standard();
+    to_final_review(&mut w);
+    assert!(
+        !super::holds_slot(&w.status()),
+        "agents done, gates evaluated: only a person is awaited"
+    );
+    // Nothing about waiting needs a slot: the approval still completes the run without one.
+    w.slot_available = false;
+    let d = w.step_once();
+    assert!(creates(&d).is_empty());
+    assert_eq!(cond(&w, "Queued"), Some(ConditionStatus::False));
+    assert_fixed_point(&w, &d);
+    // A push needs agents again: it queues in INITIALIZED, with its place in the queue.
+    w.queue_place = Some(crate::slots::QueuePlace {
+        position: 2,
+        waiting: 5,
+        limit: 2,
+    });
+    w.wf.spec.head_sha = "1111111111111111111111111111111111111111".into();
+    w.advance(5);
+    let d = w.step_once();
+    assert_eq!(w.state(), WorkflowState::Initialized);
+    assert_eq!(w.status().run, 2);
+    assert!(creates(&d).is_empty());
+    let queued = Condition::find(&w.status().conditions, "Queued")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (queued.status, queued.reason.as_str()),
+        (ConditionStatus::True, "WaitingForSlot")
+    );
+    assert!(
+        queued.message.starts_with("position 2 of 5 waiting"),
+        "{}",
+        queued.message
+    );
+    assert_eq!(d.requeue_after, Some(super::WAIT_POLL));
+    assert_fixed_point(&w, &d);
+    w.slot_available = true;
+    w.queue_place = None;
+    let d = w.step_once();
+    assert_eq!(w.state(), WorkflowState::DorPending);
+    assert_eq!(creates(&d).len(), 1);
+    let h = w.status().history.last().cloned().unwrap();
+    assert_eq!(h.reason, super::run::REASON_SLOT_TAKEN);
+}
+
+#[test]
+fn an_approval_that_ends_the_run_or_a_rejection_needs_no_slot() {
+    for verdict in [Verdict::Approve, Verdict::Reject] {
+        let mut w = World::standard();
+        to_final_review(&mut w);
+        w.slot_available = false;
+        w.approve("final-review", verdict, "alice");
+        w.step_once();
+        let want = if verdict == Verdict::Approve {
+            WorkflowState::Completed
+        } else {
+            WorkflowState::FinalRejected
+        };
+        assert_eq!(w.state(), want);
+        assert_eq!(cond(&w, "Queued"), Some(ConditionStatus::False));
+    }
+}
+
+#[test]
+fn an_approval_followed_by_automated_work_waits_for_a_slot() {
+    let mut w = World::standard();
+    // progress-reviews becomes a manual step; dod-validation (agents) follows it.
+    w.template.as_mut().unwrap().steps[1].type_ = qms_api::StepType::Manual;
+    w.step_once();
+    w.advance(5);
+    w.pass_step("dor-validation");
+    w.step_once();
+    w.advance(5);
+    w.pass_step("progress-reviews");
+    w.step_once();
+    assert_eq!(
+        w.step("progress-reviews").phase,
+        StepPhase::WaitingForApproval
+    );
+    assert!(!super::holds_slot(&w.status()));
+    w.slot_available = false;
+    w.approve("progress-reviews", Verdict::Approve, "alice");
+    let d = w.step_once();
+    assert_eq!(w.step("progress-reviews").phase, StepPhase::Succeeded);
+    assert_eq!(w.step("dod-validation").phase, StepPhase::Pending);
+    assert!(creates(&d).is_empty(), "no Job without a slot");
+    assert_eq!(w.state(), WorkflowState::ProgressPending);
+    assert_eq!(cond(&w, "Queued"), Some(ConditionStatus::True));
+    assert_eq!(cond(&w, "Progressing"), Some(ConditionStatus::False));
+    assert_eq!(
+        crate::slots::slot_use(Some(&w.status())),
+        crate::slots::SlotUse::Waits
+    );
+    assert_eq!(d.requeue_after, Some(super::WAIT_POLL));
+    assert_fixed_point(&w, &d);
+    w.slot_available = true;
+    let d = w.step_once();
+    assert_eq!(w.state(), WorkflowState::DodPending);
+    assert_eq!(creates(&d).len(), 1);
+    assert_eq!(cond(&w, "Queued"), Some(ConditionStatus::False));
+    assert!(super::holds_slot(&w.status()));
+}
+
+#[test]
+fn backoff_between_attempts_keeps_the_slot() {
+    let mut w = World::standard();
+    w.step_once();
+    for j in w.active_jobs("dor-validation") {
+        w.finish_job(&j, JobPhase::Failed, None);
+    }
+    w.slot_available = false;
+    w.step_once();
+    assert_eq!(w.step("dor-validation").phase, StepPhase::Backoff);
+    assert!(super::holds_slot(&w.status()));
+    let at = w.step("dor-validation").next_attempt_at.unwrap();
+    w.now = crate::time::parse(&at).unwrap();
+    let d = w.step_once();
+    assert_eq!(w.step("dor-validation").attempt, 2);
+    assert_eq!(creates(&d).len(), 1, "the retry runs without queueing");
+}
+
+#[test]
+fn a_retry_that_waited_for_a_slot_ignores_decisions_from_before_it() {
+    let mut w = World::standard();
+    to_final_review(&mut w);
+    w.approve("final-review", Verdict::Reject, "bob");
+    w.step_once();
+    assert_eq!(w.state(), WorkflowState::FinalRejected);
+    w.advance(10);
+    w.slot_available = false;
+    w.wf.spec.retry = Some(RetryRequest {
+        id: "again".into(),
+        step: Some("final-review".into()),
+        by: None,
+    });
+    w.step_once();
+    assert_eq!(w.state(), WorkflowState::Initialized, "queued for a slot");
+    w.advance(10);
+    w.slot_available = true;
+    w.step_once();
+    w.advance(5);
+    w.pass_step("final-review");
+    w.step_once();
+    assert_eq!(
+        w.step("final-review").phase,
+        StepPhase::WaitingForApproval,
+        "bob's rejection came before the retry"
+    );
+    w.approve("final-review", Verdict::Approve, "alice");
+    w.step_once();
+    assert_eq!(w.state(), WorkflowState::Completed);
+}

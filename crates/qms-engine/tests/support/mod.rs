@@ -218,6 +218,7 @@ pub struct World {
     pub config: EngineConfig,
     pub now: DateTime<Utc>,
     pub slot_available: bool,
+    pub queue_place: Option<qms_engine::slots::QueuePlace>,
     /// Every CreateJob ever emitted, in order.
     pub created: Vec<TaskSpec>,
     pub events: Vec<(EventType, String)>,
@@ -258,6 +259,7 @@ impl World {
             config: EngineConfig::default(),
             now: t0(),
             slot_available: true,
+            queue_place: None,
             created: vec![],
             events: vec![],
         }
@@ -284,6 +286,7 @@ impl World {
             agents: &self.agents,
             jobs: &self.jobs,
             slot_available: self.slot_available,
+            queue_place: self.queue_place,
             baselines: &self.baselines,
             config: &self.config,
         };
@@ -435,6 +438,7 @@ pub fn assert_fixed_point(w: &World, d: &Decision) {
         agents: &w.agents,
         jobs: &w.jobs,
         slot_available: w.slot_available,
+        queue_place: w.queue_place,
         baselines: &w.baselines,
         config: &w.config,
     };

@@ -26,7 +26,7 @@ use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus, WorkflowState};
 use qms_engine::{Action as EngineAction, JobObservation, JobPhase, Observed};
 
 use crate::actions::{self, FIELD_MANAGER};
-use crate::context::{EXPECTATION_TRUSTED, Scope, Shared, lock};
+use crate::context::{Admission, EXPECTATION_TRUSTED, Scope, Shared, lock};
 use crate::error::Error;
 use crate::jobs::{JOB_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, owned_by};
 use crate::metrics::{
@@ -215,7 +215,7 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     // One snapshot for both, as for the agents' load above.
     let all_workflows = shared.all_workflows();
     let admitted = shared.admitted_uids(&all_workflows);
-    let slot_available = observe::slot_available(
+    let slots = observe::slot_offer(
         &wf,
         &all_workflows,
         &admitted,
@@ -230,7 +230,8 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
             gates: &gates,
             agents: &agents,
             jobs,
-            slot_available,
+            slot_available: slots.available,
+            queue_place: slots.place,
             baselines: &baselines,
             config: &shared.settings.engine,
         })
@@ -258,10 +259,13 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     }
     let current = operator_owned(wf.status.clone().unwrap_or_default());
     let new_status = operator_owned(decision.status.clone());
-    let admits =
-        observe::waits_for_slot(&wf) && decision.status.state != WorkflowState::Initialized;
+    let admits = observe::takes_slot(&wf, &decision.status);
     if admits {
-        lock(&shared.admitted).insert(uid.clone(), Instant::now());
+        let admission = Admission {
+            decided_on: wf.resource_version(),
+            at: Instant::now(),
+        };
+        lock(&shared.admitted).insert(uid.clone(), admission);
     }
     drop(guard);
 
