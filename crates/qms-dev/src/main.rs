@@ -63,7 +63,7 @@ const LOG_FILTER: &str = "warn";
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = DevArgs::parse();
-    qms_operator::cli::init_tracing(args.log_format, LOG_FILTER);
+    let _ = qms_operator::cli::init_tracing(args.log_format, LOG_FILTER, None);
     match run(args).await {
         Ok(code) => code,
         Err(e) => {

@@ -30,6 +30,7 @@ pub mod secret;
 pub mod server;
 pub mod signature;
 pub mod store;
+pub mod trace_context;
 
 pub use checks::CheckSyncer;
 pub use client::GithubClient;

@@ -221,7 +221,17 @@ async fn handle(State(state): State<WebhookState>, req: Request<Body>) -> Respon
             return answer(StatusCode::OK, "duplicate", "delivery already processed");
         }
     };
-    let result = tokio::time::timeout(DEADLINE, process(st, &event, &key)).await;
+    // One trace per delivery (spec §5.3): the workflows it writes carry this span's context.
+    let span = tracing::info_span!(
+        "webhook delivery",
+        delivery = key.as_str(),
+        event = event_name
+    );
+    let result = tokio::time::timeout(
+        DEADLINE,
+        tracing::Instrument::instrument(process(st, &event, &key), span),
+    )
+    .await;
     match result {
         Ok(Ok(r)) => {
             guard.done();

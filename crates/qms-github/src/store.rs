@@ -82,7 +82,11 @@ impl WorkflowStore {
         key: &DeliveryKey,
     ) -> Result<(), StoreError> {
         match change {
-            Change::Create(wf) => match self.workflows.create(&PostParams::default(), wf).await {
+            Change::Create(wf) => match self
+                .workflows
+                .create(&PostParams::default(), &with_traceparent(wf))
+                .await
+            {
                 Ok(_) => Ok(()),
                 // Someone created it since we looked: decide again on what is there.
                 Err(e) if is_status(&e, 409) => Err(StoreError::Conflict),
@@ -92,7 +96,11 @@ impl WorkflowStore {
                 let Some(cur) = current else {
                     return Err(StoreError::Conflict);
                 };
-                let ops = spec_patch(cur, spec, key)?;
+                let mut ops = spec_patch(cur, spec, key)?;
+                if let (Some(tp), Value::Array(ops)) = (crate::trace_context::current(), &mut ops) {
+                    // After `spec_patch`'s ops, which create the annotations map when missing.
+                    ops.push(json!({ "op": "add", "path": annotation_path(crate::trace_context::ANNOTATION_TRACEPARENT), "value": tp }));
+                }
                 let patch: json_patch::Patch =
                     serde_json::from_value(ops).map_err(|e| StoreError::Patch(e.to_string()))?;
                 let name = cur.metadata.name.as_deref().unwrap_or_default();
@@ -177,6 +185,30 @@ impl WorkflowStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// `wf` with the current span's `traceparent` annotation (when traces are exported), so that the
+/// operator's reconciles of it continue the delivery's trace.
+fn with_traceparent(wf: &QmsWorkflow) -> std::borrow::Cow<'_, QmsWorkflow> {
+    match crate::trace_context::current() {
+        Some(tp) => {
+            let mut wf = wf.clone();
+            wf.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(crate::trace_context::ANNOTATION_TRACEPARENT.to_owned(), tp);
+            std::borrow::Cow::Owned(wf)
+        }
+        None => std::borrow::Cow::Borrowed(wf),
+    }
+}
+
+/// The JSON pointer of annotation `name` (`/` and `~` escaped).
+fn annotation_path(name: &str) -> String {
+    format!(
+        "/metadata/annotations/{}",
+        name.replace('~', "~0").replace('/', "~1")
+    )
 }
 
 /// JSON patch: test resourceVersion, set each spec field that differs, record the delivery.

@@ -29,7 +29,7 @@ pub async fn create_job(
         agent: task.agent.clone(),
         job: task.job_name.clone(),
     })?;
-    let job = build_job(
+    let mut job = build_job(
         task,
         workflow,
         &agent.spec,
@@ -39,13 +39,21 @@ pub async fn create_job(
         job: task.job_name.clone(),
         message: e.to_string(),
     })?;
+    // The Job continues the reconcile's trace (spec §5.3); only when traces are exported.
+    let span = tracing::info_span!("create job", job = %task.job_name, agent = %task.agent);
+    if let Some(tp) = span.in_scope(crate::telemetry::current_traceparent) {
+        job.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(crate::telemetry::ANNOTATION_TRACEPARENT.to_owned(), tp);
+    }
     let ns = workflow.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(shared.client.clone(), &ns);
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PostParams::default()
     };
-    let outcome = match api.create(&pp, &job).await {
+    let outcome = match tracing::Instrument::instrument(api.create(&pp, &job), span).await {
         Ok(_) => ActionOutcome::done,
         Err(e) if api_code(&e) == Some(409) => ActionOutcome::already_done,
         Err(e) => {

@@ -70,7 +70,15 @@ Leader election (on unless --leader-elect=false / QMS_LEADER_ELECT=false):
   the GitHub check-run sync. Standbys serve /healthz, /readyz (200 \"standby\"), /metrics
   (qms_leader 0) and webhooks, and take over when the leader stops renewing. A leader that cannot
   renew within the renew deadline exits; SIGTERM releases the Lease. The identity is $POD_NAME
-  (else the hostname) plus a random suffix; the namespace defaults to $POD_NAMESPACE.";
+  (else the hostname) plus a random suffix; the namespace defaults to $POD_NAMESPACE.
+
+Live configuration: the --config file is checked every --config-reload-interval (default 5s); a
+  changed valid file is applied without a restart, an invalid one is refused (the last good
+  configuration stays in force). Events on the Pod $POD_NAMESPACE/$POD_NAME, metrics
+  qms_config_reloads_total{result}, qms_config_hash.
+
+Tracing: OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint) = http:// base URL of an OTLP/HTTP
+  collector; spans go to <url>/v1/traces as protobuf. Off when unset.";
 
 /// The variables that configure GitHub: set while GitHub is off, they are most likely a
 /// forgotten `--github` (the chart sets QMS_GITHUB_ENABLED).
@@ -83,18 +91,36 @@ const GITHUB_HINT_VARS: [&str; 3] = [
 /// Log filter of `run`: the operator's own decisions at info, libraries only when they warn.
 const RUN_LOG_FILTER: &str = "info,kube=warn,kube_runtime=warn";
 
-/// Logs to stderr in `format`; `RUST_LOG` wins over `default_filter`. (Also `qms-dev`'s.)
-pub fn init_tracing(format: LogFormat, default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
+/// Installs the log subscriber (also `qms-dev`'s) and, with `otlp` (a traces URL), the OTLP trace exporter (which
+/// needs to be called inside the Tokio runtime that will carry its requests).
+pub fn init_tracing(
+    format: LogFormat,
+    default_filter: &str,
+    otlp: Option<&str>,
+) -> Result<Option<crate::telemetry::Tracing>, crate::telemetry::TelemetryError> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The log filter applies to the log lines only; the exporter has its own (see `telemetry`).
+    let fmt = match format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
     };
+    let registry = tracing_subscriber::registry().with(fmt);
+    match otlp {
+        None => {
+            let _ = registry.try_init();
+            Ok(None)
+        }
+        Some(url) => {
+            let (layer, tracing) = crate::telemetry::otlp_layer(url)?;
+            let _ = registry.with(layer).try_init();
+            tracing::info!(endpoint = url, "exporting traces over OTLP/HTTP");
+            Ok(Some(tracing))
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -115,7 +141,21 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(cli.log_format, RUN_LOG_FILTER);
+            let rt = runtime();
+            let exporter = {
+                let _runtime = rt.enter();
+                match init_tracing(
+                    cli.log_format,
+                    RUN_LOG_FILTER,
+                    settings.otlp_endpoint.as_deref(),
+                ) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("qms-operator: configuration error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
             if settings.github.is_none()
                 && let Some(var) = GITHUB_HINT_VARS
                     .iter()
@@ -126,7 +166,14 @@ pub fn main() -> ExitCode {
                     "GitHub is configured but not enabled: pass --github or set QMS_GITHUB_ENABLED=true"
                 );
             }
-            runtime().block_on(run(settings))
+            rt.block_on(async move {
+                let code = run(settings).await;
+                if let Some(exporter) = exporter {
+                    // The spans of the last moments (the shutdown itself) are exported too.
+                    let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+                }
+                code
+            })
         }
     }
 }

@@ -159,6 +159,101 @@ pub struct SettingsArgs {
     /// How often a standby tries to acquire the Lease and a failed renew is retried (default 2s).
     #[arg(long, env = "QMS_LEADER_ELECTION_RETRY_PERIOD")]
     pub leader_election_retry_period: Option<String>,
+    /// How often the `--config` file is checked for changes, which are applied without a restart
+    /// (default 5s; see README "Operating it").
+    #[arg(long, env = "QMS_CONFIG_RELOAD_INTERVAL")]
+    pub config_reload_interval: Option<String>,
+    /// OTLP/HTTP (protobuf) collector base URL for traces, e.g. http://otel-collector:4318 (spans
+    /// go to <url>/v1/traces); no traces are exported without it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Where the settings came from, to read the `--config` file again when it changes.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// The flags and environment, applied over every new version of the file as at start-up.
+    pub args: SettingsArgs,
+    /// [`config_hash`] of the file text the settings were built from.
+    pub hash: u64,
+}
+
+/// The settings a changed `--config` file applies without a restart (spec §7.2). Read them
+/// through `Shared::live`, never from the start-up `Settings`.
+#[derive(Clone, Debug)]
+pub struct LiveSettings {
+    pub max_concurrent_workflows: u32,
+    pub engine: EngineConfig,
+    pub health_check_interval: Duration,
+}
+
+impl LiveSettings {
+    /// The config-file keys whose value differs between `self` and `new`.
+    pub fn changed_keys(&self, new: &LiveSettings) -> Vec<&'static str> {
+        let (a, b) = (&self.engine, &new.engine);
+        [
+            (
+                "orchestrator.workflow_engine.max_concurrent_workflows",
+                self.max_concurrent_workflows != new.max_concurrent_workflows,
+            ),
+            (
+                "orchestrator.workflow_engine.default_timeout",
+                a.default_timeout != b.default_timeout,
+            ),
+            (
+                "orchestrator.workflow_engine.retry_exponential_base",
+                a.retry_base != b.retry_base,
+            ),
+            (
+                "orchestrator.quality_gates.timeout_buffer",
+                a.gate_timeout_buffer != b.gate_timeout_buffer,
+            ),
+            (
+                "orchestrator.quality_gates.escalation_threshold",
+                a.gate_escalation_threshold != b.gate_escalation_threshold,
+            ),
+            (
+                "orchestrator.agent_registry.health_check_interval",
+                self.health_check_interval != new.health_check_interval,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
+/// The config-file keys that only take effect after a restart and differ between the running
+/// settings and `new` (a reloaded file). Everything else the file can set is live; the
+/// restart-only settings proper (HTTP address, namespaces, leader election, GitHub) are flags and
+/// environment variables, which a running process cannot see change.
+pub fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    // Shown in the start-up log line only.
+    if running.name != new.name {
+        keys.push("orchestrator.name");
+    }
+    keys
+}
+
+/// A stable 48-bit FNV-1a hash of the config text (exported as `qms_config_hash`: 48 bits stay
+/// exact in Prometheus' float64 samples, so replicas can be compared).
+pub fn config_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h & 0xffff_ffff_ffff
+}
+
+/// The settings a new version `text` of the config file gives with the start-up flags and
+/// environment of `source` (which still win over the file). Validation and error messages are
+/// those of start-up.
+pub fn reload(source: &ConfigSource, text: &str) -> Result<Settings, ConfigError> {
+    let file = parse_file(&source.path.display().to_string(), text)?;
+    Settings::from_parts(&file, &source.args)
 }
 
 /// The validated settings the operator runs with.
@@ -177,6 +272,15 @@ pub struct Settings {
     pub github: Option<qms_github::GithubConfig>,
     /// Leader election (`--leader-elect`, the default of `run`); `None`: this process always acts.
     pub leader_election: Option<crate::leader::LeaderElectionConfig>,
+    /// The `--config` file, watched for changes (`None`: no file, nothing to reload).
+    pub config_source: Option<ConfigSource>,
+    /// How often the config file is checked for changes.
+    pub config_reload_interval: Duration,
+    /// The object configuration-reload Events are about: this operator's Pod
+    /// ($POD_NAMESPACE/$POD_NAME); `None` outside a Pod (the reload is logged and counted only).
+    pub event_target: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    /// OTLP/HTTP traces endpoint (`<base>/v1/traces`); `None`: tracing export off.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Settings {
@@ -194,6 +298,10 @@ impl Default for Settings {
             name: "qms-operator".to_owned(),
             github: None,
             leader_election: None,
+            config_source: None,
+            config_reload_interval: Duration::from_secs(5),
+            event_target: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -240,17 +348,28 @@ impl Settings {
     /// Reads `--config` (if any), applies the flag/env overrides and, with `--github`, reads the
     /// GitHub configuration from the environment.
     pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let mut source = None;
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.display().to_string(),
                     source,
                 })?;
+                source = Some(ConfigSource {
+                    path: path.clone(),
+                    args: args.clone(),
+                    hash: config_hash(&text),
+                });
                 parse_file(&path.display().to_string(), &text)?
             }
             None => FileConfig::default(),
         };
         let mut settings = Self::from_parts(&file, args)?;
+        settings.config_source = source;
+        settings.event_target = pod_reference(
+            std::env::var("POD_NAMESPACE").ok(),
+            std::env::var("POD_NAME").ok(),
+        );
         settings.leader_election = leader_election_config(
             args,
             std::env::var("POD_NAMESPACE").ok(),
@@ -355,6 +474,14 @@ impl Settings {
             }
             s.catalog_concurrency = c;
         }
+        if let Some(d) = &args.config_reload_interval {
+            s.config_reload_interval = duration("--config-reload-interval", d)?;
+        }
+        if let Some(url) = args.otlp_endpoint.as_deref().map(str::trim)
+            && !url.is_empty()
+        {
+            s.otlp_endpoint = Some(otlp_traces_url(url)?);
+        }
         if let Some(b) = args.max_result_bytes {
             if !(1024..=1024 * 1024).contains(&b) {
                 return Err(invalid(
@@ -366,6 +493,61 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+impl Settings {
+    /// The live part of these settings (see [`LiveSettings`]).
+    pub fn live(&self) -> LiveSettings {
+        LiveSettings {
+            max_concurrent_workflows: self.max_concurrent_workflows,
+            engine: self.engine.clone(),
+            health_check_interval: self.health_check_interval,
+        }
+    }
+}
+
+/// The operator's own Pod, from the downward-API variables the chart sets.
+fn pod_reference(
+    namespace: Option<String>,
+    name: Option<String>,
+) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+    let (namespace, name) = (namespace?, name?);
+    if namespace.trim().is_empty() || name.trim().is_empty() {
+        return None;
+    }
+    Some(k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        namespace: Some(namespace),
+        name: Some(name),
+        ..Default::default()
+    })
+}
+
+/// The traces URL of an OTLP/HTTP base URL, as the OpenTelemetry SDKs derive it from
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: `<base>/v1/traces`. Only `http://` (an in-cluster collector):
+/// the exporter's client speaks no TLS. The value is not echoed (it may carry credentials).
+fn otlp_traces_url(base: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint)";
+    if base.starts_with("https://") {
+        return Err(invalid(
+            KEY,
+            "https:// is not supported: point it at an OTLP/HTTP collector over http:// (e.g. an in-cluster OpenTelemetry Collector on port 4318)",
+        ));
+    }
+    let uri = base
+        .parse::<axum::http::Uri>()
+        .ok()
+        .filter(|u| u.scheme_str() == Some("http") && u.host().is_some());
+    if uri.is_none() {
+        return Err(invalid(KEY, "is not an http:// URL"));
+    }
+    let base = base.trim_end_matches('/');
+    Ok(if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    })
 }
 
 /// The leader-election settings of `args` (`None` with `--leader-elect=false`). The namespace
@@ -806,6 +988,74 @@ orchestrator:
                 .unwrap()
                 .s
                 .leader_elect
+        );
+    }
+
+    #[test]
+    fn otlp_endpoint_and_reload_interval() {
+        let with = |endpoint: &str| {
+            Settings::from_parts(
+                &FileConfig::default(),
+                &SettingsArgs {
+                    otlp_endpoint: Some(endpoint.into()),
+                    ..SettingsArgs::default()
+                },
+            )
+        };
+        assert_eq!(Settings::default().otlp_endpoint, None);
+        assert_eq!(with("").unwrap().otlp_endpoint, None);
+        assert_eq!(
+            with("http://collector:4318")
+                .unwrap()
+                .otlp_endpoint
+                .as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(
+            with("http://collector:4318/v1/traces/")
+                .unwrap()
+                .otlp_endpoint
+                .as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        for bad in ["https://collector:4318", "collector:4318", "http://"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT"), "{bad}: {e}");
+        }
+        let e = Settings::from_parts(
+            &FileConfig::default(),
+            &SettingsArgs {
+                config_reload_interval: Some("0s".into()),
+                ..SettingsArgs::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--config-reload-interval:"), "{e}");
+    }
+
+    #[test]
+    fn load_remembers_the_file_for_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let text = "orchestrator:\n  workflow_engine:\n    max_concurrent_workflows: 4\n";
+        std::fs::write(&path, text).unwrap();
+        let args = SettingsArgs {
+            config: Some(path.clone()),
+            ..SettingsArgs::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        let source = s.config_source.as_ref().unwrap();
+        assert_eq!(source.path, path);
+        assert_eq!(source.hash, config_hash(text));
+        assert_ne!(config_hash(text), config_hash("orchestrator: {}\n"));
+        assert!(config_hash(text) < 1 << 48);
+        assert_eq!(s.live().max_concurrent_workflows, 4);
+        assert!(
+            Settings::load(&SettingsArgs::default())
+                .unwrap()
+                .config_source
+                .is_none()
         );
     }
 

@@ -15,7 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use qms_api::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
 
-use crate::config::Settings;
+use crate::config::{LiveSettings, Settings};
 use crate::metrics::Metrics;
 use crate::observe;
 
@@ -100,7 +100,11 @@ pub const EXPECTATION_TRUSTED: Duration = Duration::from_secs(5);
 
 pub struct Shared {
     pub client: Client,
+    /// The settings as started. The live ones (changed by a reload of the config file) are read
+    /// through [`Shared::live`] instead.
     pub settings: Settings,
+    /// The live settings in force (swapped whole by `reload`).
+    pub live: std::sync::RwLock<Arc<LiveSettings>>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub scopes: Vec<Arc<Scope>>,
@@ -126,6 +130,26 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The live settings in force now (cheap: one read lock and an `Arc` clone).
+    pub fn live(&self) -> Arc<LiveSettings> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `live` in force for every reconcile that starts from now on.
+    pub fn set_live(&self, live: LiveSettings) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+    }
+
+    /// Re-triggers every cached workflow (the live settings changed: slots, deadlines and
+    /// backoffs are decided again).
+    pub fn trigger_all_workflows(&self) {
+        for scope in &self.scopes {
+            for wf in scope.stores.workflows.state() {
+                scope.trigger_workflow(&wf);
+            }
+        }
+    }
+
     /// Whether this process currently runs the controllers (see [`Shared::leading`]).
     pub fn is_leader(&self) -> bool {
         *self.leading.borrow()

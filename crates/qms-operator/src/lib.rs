@@ -7,8 +7,9 @@
 //! `jobs` (pure: task → Job), `actions` (idempotent API writes),
 //! `controller::{workflow,catalog,github}`, `github` (the GitHub integration: webhooks and check
 //! runs, when `settings.github` is set), `leader` (Lease-based leader election: the watches and
-//! controllers run only on the leader), `metrics`, `http`, `dev` (seeding
-//! helpers for `qms-dev` and tests; no simulator), `cli`.
+//! controllers run only on the leader), `reload` (live configuration), `telemetry` (optional
+//! OTLP trace export), `metrics`, `http`, `dev` (seeding helpers for `qms-dev` and tests; no
+//! simulator), `cli`.
 #![forbid(unsafe_code)]
 
 pub mod actions;
@@ -25,6 +26,8 @@ pub mod jobs;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod reload;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -250,6 +253,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         client: client.clone(),
         settings: settings.clone(),
+        live: std::sync::RwLock::new(Arc::new(settings.live())),
         metrics: Arc::new(metrics::Metrics::new()),
         recorder: Recorder::new(client.clone(), reporter),
         scopes: parts.iter().map(|p| p.scope.clone()).collect(),
@@ -269,6 +273,12 @@ pub async fn start(
     }
 
     let mut tasks = JoinSet::new();
+    shared
+        .metrics
+        .config_loaded(settings.config_source.as_ref().map_or(0, |s| s.hash));
+    if let Some(source) = &settings.config_source {
+        tasks.spawn(reload::run(shared.clone(), source.clone()));
+    }
     let mut http_addr = None;
     if let Http::On { extra } = http {
         let listener =

@@ -127,6 +127,21 @@ pub struct GithubSyncLabels {
     pub outcome: GithubSyncOutcome,
 }
 
+/// How a changed config file was handled.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ConfigReloadResult {
+    /// Valid: its live settings are in force.
+    applied,
+    /// Invalid or unreadable: the last good configuration stays in force.
+    rejected,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigReloadLabels {
+    pub result: ConfigReloadResult,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub workflow_duration: Family<WorkflowLabels, Histogram>,
@@ -143,6 +158,12 @@ pub struct Metrics {
     pub github_writes: Counter,
     /// 1 while this process runs the controllers (holds the Lease, or no leader election).
     pub leader: Gauge,
+    /// Config file reloads by result (`qms_config_reloads_total`).
+    pub config_reloads: Family<ConfigReloadLabels, Counter>,
+    /// Unix time of the last successful load of the config (start-up or reload).
+    pub config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// `config::config_hash` of the config file in force (0: no file).
+    pub config_hash: Gauge,
 }
 
 impl Default for Metrics {
@@ -176,7 +197,16 @@ impl Metrics {
             github_syncs: Family::default(),
             github_writes: Counter::default(),
             leader: Gauge::default(),
+            config_reloads: Family::default(),
+            config_last_success: Gauge::default(),
+            config_hash: Gauge::default(),
         };
+        // Both series exist from the start, so an alert on `rejected` increasing sees the first one.
+        for result in [ConfigReloadResult::applied, ConfigReloadResult::rejected] {
+            let _ = m
+                .config_reloads
+                .get_or_create(&ConfigReloadLabels { result });
+        }
         registry.register(
             "qms_workflow_duration_seconds",
             "Duration of QMS workflow execution (start of the run to its final state)",
@@ -238,6 +268,21 @@ impl Metrics {
             "1 while this replica runs the controllers (holds the leader-election Lease, or runs without leader election), 0 on a standby",
             m.leader.clone(),
         );
+        registry.register(
+            "qms_config_reloads",
+            "Changes of the --config file handled without a restart, by result (applied, or rejected: the last good configuration stays in force)",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "qms_config_last_reload_success_timestamp_seconds",
+            "Unix time the configuration in force was loaded (start-up or the last applied reload)",
+            m.config_last_success.clone(),
+        );
+        registry.register(
+            "qms_config_hash",
+            "48-bit hash of the --config file text in force (0 without a file); differs between replicas while a change is rolling out",
+            m.config_hash.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
     }
@@ -255,6 +300,27 @@ impl Metrics {
             .get_or_create(&GithubSyncLabels { outcome })
             .inc();
         self.github_writes.inc_by(u64::from(writes));
+    }
+
+    /// Counts a config reload; an applied one also sets the success time and the hash.
+    pub fn config_reload(&self, result: ConfigReloadResult, hash: u64) {
+        self.config_reloads
+            .get_or_create(&ConfigReloadLabels { result })
+            .inc();
+        if result == ConfigReloadResult::applied {
+            self.config_loaded(hash);
+        }
+    }
+
+    /// The configuration with `hash` is in force from now.
+    pub fn config_loaded(&self, hash: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.config_last_success.set(now);
+        // 48 bits: always fits an i64.
+        self.config_hash.set(i64::try_from(hash).unwrap_or(0));
     }
 
     pub fn reconciled(&self, controller: ControllerKind, took: Duration) {

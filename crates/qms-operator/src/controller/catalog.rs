@@ -386,7 +386,7 @@ async fn reconcile_agent(a: Arc<Agent>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     }
     succeeded(&*a, &ctx.shared, ControllerKind::agent, started);
     // Failures age out of the health window without any event: look again periodically.
-    Ok(Action::requeue(ctx.shared.settings.health_check_interval))
+    Ok(Action::requeue(ctx.shared.live().health_check_interval))
 }
 
 /// Runs the three catalog controllers of one scope.

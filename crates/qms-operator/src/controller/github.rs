@@ -108,8 +108,12 @@ pub async fn reconcile(wf: Arc<QmsWorkflow>, ctx: Arc<Ctx>) -> Result<Action, Er
     );
     let annotations = step_annotations(&wf, &jobs, shared.settings.engine.max_result_bytes);
 
-    let result =
-        tokio::time::timeout(SYNC_TIMEOUT, ctx.github.syncer.reconcile(&wf, &annotations)).await;
+    // A child of the delivery's trace (the workflow's traceparent annotation), spec §5.3.
+    let sync = tracing::Instrument::instrument(
+        ctx.github.syncer.reconcile(&wf, &annotations),
+        crate::telemetry::check_sync_span(&wf),
+    );
+    let result = tokio::time::timeout(SYNC_TIMEOUT, sync).await;
     shared
         .metrics
         .reconciled(ControllerKind::github_checks, started.elapsed());

@@ -76,6 +76,12 @@ fn key(wf: &QmsWorkflow) -> String {
 }
 
 pub async fn reconcile(wf: Arc<QmsWorkflow>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // A child of the delivery's trace (the workflow's traceparent annotation), spec §5.3.
+    let span = crate::telemetry::reconcile_span(&wf);
+    tracing::Instrument::instrument(reconcile_in_span(wf, ctx), span).await
+}
+
+async fn reconcile_in_span(wf: Arc<QmsWorkflow>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     ctx.shared.wait_ready().await;
     let started = Instant::now();
     let ns = wf
@@ -215,11 +221,12 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     // One snapshot for both, as for the agents' load above.
     let all_workflows = shared.all_workflows();
     let admitted = shared.admitted_uids(&all_workflows);
+    let live = shared.live();
     let slots = observe::slot_offer(
         &wf,
         &all_workflows,
         &admitted,
-        shared.settings.max_concurrent_workflows,
+        live.max_concurrent_workflows,
     );
     let baselines = observe::baselines(&wf, &all_gates);
     let decide = |jobs: &BTreeMap<String, JobObservation>| {
@@ -233,10 +240,18 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
             slot_available: slots.available,
             queue_place: slots.place,
             baselines: &baselines,
-            config: &shared.settings.engine,
+            config: &live.engine,
         })
     };
     let mut decision = decide(&jobs);
+    crate::telemetry::record_correlation_id(
+        &tracing::Span::current(),
+        decision
+            .status
+            .correlation_id
+            .as_deref()
+            .unwrap_or_default(),
+    );
     // A timeout deletes a Job the cache shows running; a lagging Job watch may not have delivered
     // its completion. Confirm with the API server first (rare: only at a deadline, so the decide
     // lock is held for it) and decide again if the Job did finish.
