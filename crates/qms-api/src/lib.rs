@@ -23,11 +23,11 @@ pub use gate::{
     QualityGateSpec, QualityGateStatus,
 };
 pub use template::{
-    AgentSelector, Escalation, RepositoryDispatch, RetryPolicy, StepStates, StepType, TemplateStep,
-    WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
+    AgentSelector, Escalation, MergeGroups, RepositoryDispatch, RetryPolicy, StepStates, StepType,
+    TemplateStep, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
 pub use workflow::{
-    Approval, CheckRunRef, Decision, GateResult, GateVerdict, Override, QmsWorkflow,
+    Approval, CheckRunRef, Decision, GateResult, GateVerdict, MergeGroupRef, Override, QmsWorkflow,
     QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase,
     TaskResultSummary, TaskStatus, TemplateRef, Transition,
 };

@@ -170,6 +170,27 @@ pub struct TemplateStep {
     pub states: Option<StepStates>,
 }
 
+/// Which events a template reviews besides pull requests: see [`WorkflowTemplateSpec::merge_groups`].
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum MergeGroups {
+    /// Pull requests and the merge groups of its repositories (a merge group then gets the same
+    /// check names as its pull requests).
+    #[default]
+    Include,
+    /// Merge groups only, never pull requests: a dedicated merge-queue template, chosen for a
+    /// merge group over the `include` templates (same `repositories`/`default` rules).
+    Only,
+}
+
+impl MergeGroups {
+    pub fn is_include(&self) -> bool {
+        *self == Self::Include
+    }
+}
+
 /// Optional `repository_dispatch` events (spec §5.2) so GitHub Actions can trigger on QMS progress.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -209,6 +230,9 @@ pub struct WorkflowTemplateSpec {
     /// Used for repositories no template's `repositories` match.
     #[serde(default)]
     pub default: bool,
+    /// Whether this template reviews merge groups (GitHub merge queue) besides pull requests.
+    #[serde(default, skip_serializing_if = "MergeGroups::is_include")]
+    pub merge_groups: MergeGroups,
     /// Limit for the whole run; each step also has its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<KubeDuration>,

@@ -109,6 +109,23 @@ pub struct QmsWorkflowSpec {
     pub overrides: Vec<Override>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryRequest>,
+    /// Set when this workflow reviews a GitHub merge queue's merge group (`merge_group` event)
+    /// instead of a pull request's head; `pullRequest` is then the pull request at the head of
+    /// the group and `headSha` the group's commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_group: Option<MergeGroupRef>,
+}
+
+/// The merge group a workflow reviews (GitHub merge queue).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeGroupRef {
+    /// The group's temporary branch, e.g. `refs/heads/gh-readonly-queue/main/pr-123-<sha>`.
+    #[schemars(length(min = 1, max = 255))]
+    pub head_ref: String,
+    /// The base branch commit the group was built on.
+    #[schemars(regex(pattern = r"^[0-9a-f]{7,64}$"))]
+    pub base_sha: String,
 }
 
 /// Progress of one step in the current run.

@@ -217,6 +217,17 @@ pub struct ListedCheckRun {
     pub status: String,
     #[serde(default)]
     pub conclusion: Option<String>,
+    #[serde(default)]
+    pub output: ListedOutput,
+}
+
+/// The part of a check run's `output` we read.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct ListedOutput {
+    /// Annotations the check run holds (GitHub appends each request's annotations): the truth
+    /// about how many were sent, whatever our status says after a crash.
+    #[serde(default)]
+    pub annotations_count: u32,
 }
 
 impl GithubClient {
@@ -548,6 +559,26 @@ impl GithubClient {
         )
         .await
         .map(|_| ())
+    }
+
+    /// One check run (to learn how many annotations it already holds).
+    pub async fn get_check_run(
+        &self,
+        inst: Option<u64>,
+        repo: &str,
+        id: i64,
+    ) -> Result<ListedCheckRun, GithubError> {
+        let v = self
+            .request(
+                Method::GET,
+                &format!("/repos/{}/check-runs/{id}", repo_path(repo)?),
+                inst,
+                None,
+                Kind::Read,
+            )
+            .await?;
+        serde_json::from_value(v)
+            .map_err(|e| GithubError::Request(format!("unexpected check run answer: {e}")))
     }
 
     /// Our check runs named `name` on `sha` (to adopt one created before a crash).

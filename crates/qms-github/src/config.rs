@@ -79,6 +79,9 @@ pub struct GithubConfig {
     pub writes_per_hour: u32,
     /// Webhook bodies above this are refused with 413 before they are hashed.
     pub max_body_bytes: usize,
+    /// Annotations shown on one check run at most, failures first (sent 50 per request); the
+    /// summary counts the rest and says where to see them.
+    pub max_annotations_per_check_run: usize,
 }
 
 impl Default for GithubConfig {
@@ -96,6 +99,8 @@ impl Default for GithubConfig {
             writes_per_minute: DEFAULT_WRITES_PER_MINUTE,
             writes_per_hour: DEFAULT_WRITES_PER_HOUR,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_annotations_per_check_run:
+                crate::checks::render::DEFAULT_MAX_ANNOTATIONS_PER_CHECK_RUN,
         }
     }
 }
@@ -216,6 +221,11 @@ impl GithubConfig {
         if let Some(v) = get("QMS_GITHUB_MAX_BODY_BYTES") {
             cfg.max_body_bytes = parse_num("QMS_GITHUB_MAX_BODY_BYTES", &v)?;
         }
+        if let Some(v) = get("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN") {
+            // 0 is allowed: findings are then only counted in the summary.
+            cfg.max_annotations_per_check_run =
+                parse_num("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN", &v)?;
+        }
         Ok(cfg)
     }
 }
@@ -297,8 +307,10 @@ mod tests {
             ("QMS_GITHUB_TRUSTED_TEAMS", "creo/qms-leads"),
             ("QMS_GITHUB_WRITES_PER_MINUTE", "40"),
             ("QMS_GITHUB_WRITES_PER_HOUR", "300"),
+            ("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN", "200"),
         ])
         .unwrap();
+        assert_eq!(c.max_annotations_per_check_run, 200);
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(c.api_base_url, "https://ghe.example.com/api/v3");
         assert_eq!((c.writes_per_minute, c.writes_per_hour), (40, 300));
@@ -327,6 +339,7 @@ mod tests {
         }
         assert_eq!(c.api_base_url, DEFAULT_API_URL);
         assert_eq!(c.writes_per_minute, 80);
+        assert_eq!(c.max_annotations_per_check_run, 1_000);
         assert!(!c.run_drafts);
         assert!(!format!("{c:?}").contains("ghp_abc"));
     }
@@ -337,6 +350,12 @@ mod tests {
         assert!(cfg(&[("QMS_GITHUB_WRITES_PER_MINUTE", "0")]).is_err());
         assert!(cfg(&[("QMS_GITHUB_WRITES_PER_HOUR", "0")]).is_err());
         assert!(cfg(&[("QMS_GITHUB_TRUSTED_TEAMS", "noslash")]).is_err());
+        let e = cfg(&[("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN", "many")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN:"),
+            "{e}"
+        );
         let e = cfg(&[
             ("QMS_GITHUB_APP_ID", "x"),
             ("QMS_GITHUB_PRIVATE_KEY", "SECRETKEY"),

@@ -158,6 +158,41 @@ pub struct CheckSuiteEvent {
     pub sender: User,
 }
 
+/// The merge group of a `merge_group` event (GitHub merge queue): a temporary branch
+/// `refs/heads/gh-readonly-queue/<base>/pr-<number>-<sha>` holding the base plus the queued pull
+/// requests up to `pr-<number>`. Refs are full refs (`refs/heads/...`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct MergeGroup {
+    pub head_sha: String,
+    pub head_ref: String,
+    pub base_sha: String,
+    pub base_ref: String,
+}
+
+impl MergeGroup {
+    /// The number of the pull request at the head of the group, from `head_ref`'s last segment
+    /// `pr-<number>-<sha>`; `None` when the ref has another shape.
+    pub fn pull_request(&self) -> Option<u64> {
+        let last = self.head_ref.rsplit('/').next()?;
+        let (number, _sha) = last.strip_prefix("pr-")?.split_once('-')?;
+        number.parse().ok().filter(|n| *n > 0)
+    }
+}
+
+/// `merge_group`: `checks_requested` when a group needs its required checks, `destroyed`
+/// (`reason`: merged, invalidated or dequeued) when it leaves the queue.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct MergeGroupEvent {
+    pub action: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub merge_group: MergeGroup,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+    pub sender: User,
+}
+
 /// A parsed delivery.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -166,6 +201,7 @@ pub enum Event {
     IssueComment(Box<IssueCommentEvent>),
     CheckRun(Box<CheckRunEvent>),
     CheckSuite(Box<CheckSuiteEvent>),
+    MergeGroup(Box<MergeGroupEvent>),
     /// An event type we do not handle (answered 202 "ignored").
     Other(String),
 }
@@ -177,6 +213,7 @@ impl Event {
             Event::IssueComment(e) => e.installation.map(|i| i.id),
             Event::CheckRun(e) => e.installation.map(|i| i.id),
             Event::CheckSuite(e) => e.installation.map(|i| i.id),
+            Event::MergeGroup(e) => e.installation.map(|i| i.id),
             Event::Ping | Event::Other(_) => None,
         }
     }
@@ -187,6 +224,7 @@ impl Event {
             Event::IssueComment(e) => Some(&e.repository),
             Event::CheckRun(e) => Some(&e.repository),
             Event::CheckSuite(e) => Some(&e.repository),
+            Event::MergeGroup(e) => Some(&e.repository),
             Event::Ping | Event::Other(_) => None,
         }
     }
@@ -214,6 +252,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
         "issue_comment" => Event::IssueComment(Box::new(typed(event, body)?)),
         "check_run" => Event::CheckRun(Box::new(typed(event, body)?)),
         "check_suite" => Event::CheckSuite(Box::new(typed(event, body)?)),
+        "merge_group" => Event::MergeGroup(Box::new(typed(event, body)?)),
         other => Event::Other(other.chars().take(64).collect()),
     })
 }

@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use qms_api::{
-    Approval, Decision, Override, QmsWorkflow, QmsWorkflowSpec, RetryRequest, StepPhase, StepType,
-    TemplateRef, WorkflowTemplate, WorkflowTemplateSpec,
+    Approval, Decision, MergeGroupRef, MergeGroups, Override, QmsWorkflow, QmsWorkflowSpec,
+    RetryRequest, StepPhase, StepType, TemplateRef, WorkflowTemplate, WorkflowTemplateSpec,
 };
 
 use crate::commands::{self, Command};
 use crate::events::{
-    CheckRunEvent, CheckSuiteEvent, Event, IssueCommentEvent, PullRequest, PullRequestEvent,
+    CheckRunEvent, CheckSuiteEvent, Event, IssueCommentEvent, MergeGroupEvent, PullRequest,
+    PullRequestEvent,
 };
 use crate::naming::{self, DeliveryKey};
 
@@ -70,11 +71,41 @@ pub enum Outcome {
     Retry(String),
 }
 
-/// The template for `repository`: the most specific `repositories` match (exact, then `owner/*`,
-/// then `*`; ties by name), else the one marked `default` (ties by name).
+/// The template of a pull request of `repository`: the most specific `repositories` match
+/// (exact, then `owner/*`, then `*`; ties by name), else the one marked `default` (ties by name).
+/// Templates for merge groups only (`mergeGroups: only`) are never used for pull requests.
 pub fn select_template<'a>(
     templates: &'a [WorkflowTemplate],
     repository: &str,
+) -> Option<&'a WorkflowTemplate> {
+    let for_prs = |t: &WorkflowTemplate| t.spec.merge_groups == MergeGroups::Include;
+    best_match(templates, repository, for_prs).or_else(|| default_of(templates, for_prs))
+}
+
+/// The template of a merge group of `repository`: a `mergeGroups: only` template matching the
+/// repository, else the repository's pull-request template (so the merge group gets the same
+/// check names as its pull requests), else a default `only` template, else the default one.
+pub fn select_merge_group_template<'a>(
+    templates: &'a [WorkflowTemplate],
+    repository: &str,
+) -> Option<&'a WorkflowTemplate> {
+    let only = |t: &WorkflowTemplate| t.spec.merge_groups == MergeGroups::Only;
+    let include = |t: &WorkflowTemplate| t.spec.merge_groups == MergeGroups::Include;
+    best_match(templates, repository, only)
+        .or_else(|| best_match(templates, repository, include))
+        .or_else(|| default_of(templates, only))
+        .or_else(|| default_of(templates, include))
+}
+
+fn template_name(t: &WorkflowTemplate) -> String {
+    t.metadata.name.clone().unwrap_or_default()
+}
+
+/// The most specific `repositories` match among the templates `eligible` accepts.
+fn best_match<'a>(
+    templates: &'a [WorkflowTemplate],
+    repository: &str,
+    eligible: impl Fn(&WorkflowTemplate) -> bool,
 ) -> Option<&'a WorkflowTemplate> {
     let specificity = |t: &WorkflowTemplateSpec| -> Option<u8> {
         if !t.matches_repository(repository) {
@@ -93,25 +124,30 @@ pub fn select_template<'a>(
             },
         )
     };
-    let name = |t: &WorkflowTemplate| t.metadata.name.clone().unwrap_or_default();
     let mut best: Option<(&WorkflowTemplate, u8)> = None;
-    for t in templates {
+    for t in templates.iter().filter(|t| eligible(t)) {
         if let Some(s) = specificity(&t.spec) {
             let better = match best {
                 None => true,
-                Some((b, bs)) => s > bs || (s == bs && name(t) < name(b)),
+                Some((b, bs)) => s > bs || (s == bs && template_name(t) < template_name(b)),
             };
             if better {
                 best = Some((t, s));
             }
         }
     }
-    best.map(|(t, _)| t).or_else(|| {
-        templates
-            .iter()
-            .filter(|t| t.spec.default)
-            .min_by_key(|t| name(t))
-    })
+    best.map(|(t, _)| t)
+}
+
+/// The `default` template (ties by name) among those `eligible` accepts.
+fn default_of(
+    templates: &[WorkflowTemplate],
+    eligible: impl Fn(&WorkflowTemplate) -> bool,
+) -> Option<&WorkflowTemplate> {
+    templates
+        .iter()
+        .filter(|t| t.spec.default && eligible(t))
+        .min_by_key(|t| template_name(t))
 }
 
 pub fn decide(event: &Event, facts: &Facts<'_>) -> Outcome {
@@ -122,6 +158,7 @@ pub fn decide(event: &Event, facts: &Facts<'_>) -> Outcome {
         Event::IssueComment(e) => issue_comment(e, facts),
         Event::CheckRun(e) => check_run(e, facts),
         Event::CheckSuite(e) => check_suite(e, facts),
+        Event::MergeGroup(e) => merge_group(e, facts),
     }
 }
 
@@ -244,6 +281,7 @@ fn create(
         approvals: Vec::new(),
         overrides: Vec::new(),
         retry: None,
+        merge_group: None,
     };
     let wf = QmsWorkflow {
         metadata: ObjectMeta {
@@ -653,6 +691,107 @@ fn check_suite(e: &CheckSuiteEvent, f: &Facts<'_>) -> Outcome {
         change: Change::UpdateSpec(Box::new(spec)),
         reply: None,
         note: "re-run of the failed steps requested".into(),
+    }
+}
+
+/// `merge_group` (GitHub merge queue): `checks_requested` creates the group's review (the
+/// template's steps on the group's head SHA, reported under the same check names as on pull
+/// requests); `destroyed` (merged, invalidated, dequeued) deletes it, which stops its Jobs and
+/// completes its open check runs as `cancelled`.
+fn merge_group(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
+    let mg = &e.merge_group;
+    match e.action.as_str() {
+        "checks_requested" => {}
+        "destroyed" => {
+            let reason = e.reason.as_deref().unwrap_or("destroyed");
+            return match f.workflow {
+                Some(wf) if being_deleted(wf) => Outcome::Ignore("already being cancelled".into()),
+                Some(_) => Outcome::Apply {
+                    change: Change::Delete,
+                    reply: None,
+                    note: format!("merge group {reason}: review cancelled"),
+                },
+                None => Outcome::Ignore(format!("merge group {reason}; no review to cancel")),
+            };
+        }
+        other => return Outcome::Ignore(format!("merge_group action {other:?} is not handled")),
+    }
+    if let Some(wf) = f.workflow {
+        // The name is derived from the head SHA: the same group, asked again.
+        return Outcome::Ignore(if being_deleted(wf) {
+            "this merge group's review is being cancelled".to_owned()
+        } else {
+            format!("already reviewing merge group {}", short(&mg.head_sha))
+        });
+    }
+    let repository = e.repository.full_name.as_str();
+    let Some(template) = f.template else {
+        return Outcome::Ignore(format!(
+            "no WorkflowTemplate matches {repository} for merge groups and none is marked default"
+        ));
+    };
+    if !is_sha(&mg.head_sha) || !is_sha(&mg.base_sha) {
+        return Outcome::Ignore("the merge group's SHAs in the payload are not commit ids".into());
+    }
+    let Some(pr) = mg.pull_request() else {
+        return Outcome::Ignore(format!(
+            "merge group ref {:?} is not gh-readonly-queue/<base>/pr-<number>-<sha>",
+            mg.head_ref
+        ));
+    };
+    let name = naming::merge_group_workflow_name(repository, pr, &mg.head_sha);
+    let labels = BTreeMap::from([
+        (
+            naming::LABEL_REPOSITORY.to_owned(),
+            naming::repository_hash(repository),
+        ),
+        (naming::LABEL_MERGE_GROUP.to_owned(), "true".to_owned()),
+        (naming::LABEL_MANAGED_BY.to_owned(), "qms-github".to_owned()),
+    ]);
+    let mut annotations = BTreeMap::from([(
+        naming::ANNOTATION_DELIVERIES.to_owned(),
+        naming::push_delivery(Vec::new(), f.delivery),
+    )]);
+    if let Some(i) = e.installation {
+        annotations.insert(naming::ANNOTATION_INSTALLATION.to_owned(), i.id.to_string());
+    }
+    let branch = |r: &str| r.strip_prefix("refs/heads/").unwrap_or(r).to_owned();
+    let spec = QmsWorkflowSpec {
+        repository: repository.to_owned(),
+        pull_request: pr,
+        head_sha: mg.head_sha.clone(),
+        base_ref: branch(&mg.base_ref),
+        head_ref: branch(&mg.head_ref),
+        template_ref: TemplateRef {
+            name: template_name(template),
+        },
+        approvals: Vec::new(),
+        overrides: Vec::new(),
+        retry: None,
+        merge_group: Some(MergeGroupRef {
+            head_ref: mg.head_ref.clone(),
+            base_sha: mg.base_sha.clone(),
+        }),
+    };
+    let wf = QmsWorkflow {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(f.namespace.to_owned()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            finalizers: Some(vec![naming::FINALIZER.to_owned()]),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    Outcome::Apply {
+        change: Change::Create(Box::new(wf)),
+        reply: None,
+        note: format!(
+            "merge group review {name} created with template {}",
+            template_name(template)
+        ),
     }
 }
 

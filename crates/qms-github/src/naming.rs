@@ -12,6 +12,8 @@ pub const FINALIZER: &str = "qms.creo.dev/github-checks";
 pub const LABEL_REPOSITORY: &str = "qms.creo.dev/repository-hash";
 pub const LABEL_PULL_REQUEST: &str = "qms.creo.dev/pull-request";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// `"true"` on the workflows of merge groups (GitHub merge queue).
+pub const LABEL_MERGE_GROUP: &str = "qms.creo.dev/merge-group";
 /// Ring of the delivery keys whose change this object already holds (JSON array, newest last).
 pub const ANNOTATION_DELIVERIES: &str = "qms.creo.dev/deliveries";
 /// The GitHub App installation that delivered the PR (used by the check run sync).
@@ -37,6 +39,22 @@ pub fn repository_hash(repository: &str) -> String {
 /// `<repo-name>-pr-<n>-<hash6>`: a DNS-1123 label (≤ 63 chars). The hash of `owner/name` keeps
 /// `a/app` and `b/app` apart; the readable part is cut to 30 characters.
 pub fn workflow_name(repository: &str, pull_request: u64) -> String {
+    let hash = &repository_hash(repository)[..6];
+    format!("{}-pr-{pull_request}-{hash}", readable_repo(repository))
+}
+
+/// `<repo-name>-mg-<n>-<hash8>` for the merge group whose head is pull request `n` at commit
+/// `head_sha`: one workflow per merge group (GitHub builds a new group, with a new head SHA, each
+/// time the queue changes), so a redelivered `checks_requested` finds the same name.
+pub fn merge_group_workflow_name(repository: &str, pull_request: u64, head_sha: &str) -> String {
+    let digest =
+        Sha256::digest(format!("{}|{}", repository.to_ascii_lowercase(), head_sha).as_bytes());
+    let hash = hex(&digest[..4]);
+    format!("{}-mg-{pull_request}-{hash}", readable_repo(repository))
+}
+
+/// The repository name as a DNS-label fragment of at most 30 characters.
+fn readable_repo(repository: &str) -> String {
     let repo = repository.rsplit('/').next().unwrap_or(repository);
     let mut base = String::new();
     for c in repo.chars() {
@@ -54,8 +72,7 @@ pub fn workflow_name(repository: &str, pull_request: u64) -> String {
     if base.is_empty() {
         base.push_str("repo");
     }
-    let hash = &repository_hash(repository)[..6];
-    format!("{base}-pr-{pull_request}-{hash}")
+    base
 }
 
 /// The deduplication key of a delivery: GitHub keeps `X-GitHub-Delivery` on redelivery, and two
@@ -135,6 +152,26 @@ mod tests {
             let n = workflow_name(repo, u64::MAX);
             assert!(is_dns_label(&n), "{repo} → {n}");
         }
+    }
+
+    #[test]
+    fn merge_group_names_are_per_group_and_apart_from_pull_requests() {
+        let sha = "b1e2c3d4a5f60718293a4b5c6d7e8f9012345678";
+        let a = merge_group_workflow_name("creo/app", 12, sha);
+        assert!(a.starts_with("app-mg-12-"), "{a}");
+        assert_eq!(a, merge_group_workflow_name("CREO/app", 12, sha));
+        assert_ne!(
+            a,
+            merge_group_workflow_name("creo/app", 12, "0123456789abcdef")
+        );
+        assert_ne!(a, merge_group_workflow_name("other/app", 12, sha));
+        assert_ne!(a, workflow_name("creo/app", 12));
+        let long = merge_group_workflow_name(
+            "o/a-very-long-repository-name-that-goes-on-and-on-forever",
+            u64::MAX,
+            sha,
+        );
+        assert!(is_dns_label(&long), "{long}");
     }
 
     #[test]

@@ -285,6 +285,14 @@ fn target(event: &Event, namespace: &str) -> Target {
                 sha: e.check_suite.head_sha.clone(),
             },
         },
+        Event::MergeGroup(e) => match e.merge_group.pull_request() {
+            Some(pr) => Target::Name(naming::merge_group_workflow_name(
+                &e.repository.full_name,
+                pr,
+                &e.merge_group.head_sha,
+            )),
+            None => Target::None,
+        },
         Event::Ping | Event::Other(_) => Target::None,
     }
 }
@@ -386,6 +394,9 @@ async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Respons
             Some(wf) => templates
                 .iter()
                 .find(|t| t.metadata.name.as_deref() == Some(wf.spec.template_ref.name.as_str())),
+            None if matches!(event, Event::MergeGroup(_)) => {
+                intent::select_merge_group_template(&templates, &repo)
+            }
             None => intent::select_template(&templates, &repo),
         };
         let trusted = match actor(event, workflow.is_some()) {
@@ -470,7 +481,11 @@ fn pr_number(event: &Event, wf: Option<&qms_api::QmsWorkflow>) -> Option<u64> {
     match event {
         Event::PullRequest(e) => Some(e.number),
         Event::IssueComment(e) => Some(e.issue.number),
-        _ => wf.map(|w| w.spec.pull_request),
+        // A merge group is not a pull request: nothing is posted for it.
+        Event::MergeGroup(_) => None,
+        _ => wf
+            .filter(|w| w.spec.merge_group.is_none())
+            .map(|w| w.spec.pull_request),
     }
 }
 

@@ -4,9 +4,11 @@
 mod common;
 
 use common::*;
-use qms_api::{Decision, StepPhase, WorkflowState, WorkflowTemplate};
+use qms_api::{Decision, MergeGroups, StepPhase, WorkflowState, WorkflowTemplate};
 use qms_github::events::{self, Event};
-use qms_github::intent::{Change, Facts, Outcome, decide, select_template};
+use qms_github::intent::{
+    Change, Facts, Outcome, decide, select_merge_group_template, select_template,
+};
 use qms_github::naming::{self, DeliveryKey};
 use serde_json::Value;
 
@@ -434,4 +436,200 @@ fn ping_other_events_and_bots() {
         ),
         Outcome::Ignore(_)
     ));
+}
+
+/// GitHub's `merge_group` payload (tests/fixtures, the documented shape).
+fn merge_group_event(action: &str) -> (Event, Value) {
+    let v = fixture(&format!("merge_group.{action}.json"));
+    (event("merge_group", &v), v)
+}
+
+#[test]
+fn merge_group_payloads_parse_with_the_group_and_its_pull_request() {
+    let (ev, v) = merge_group_event("checks_requested");
+    let Event::MergeGroup(e) = &ev else {
+        panic!("expected a merge_group event, got {ev:?}")
+    };
+    assert_eq!(e.action, "checks_requested");
+    assert_eq!(e.merge_group.head_sha, v["merge_group"]["head_sha"]);
+    assert_eq!(e.merge_group.base_ref, "refs/heads/main");
+    assert_eq!(e.merge_group.pull_request(), Some(PR));
+    assert_eq!(ev.installation(), Some(4242));
+    assert_eq!(ev.repository().unwrap().full_name, REPO);
+    let (ev, _) = merge_group_event("destroyed");
+    let Event::MergeGroup(e) = &ev else { panic!() };
+    assert_eq!(e.reason.as_deref(), Some("dequeued"));
+    // A payload without the group is refused with the field named, not a panic.
+    let mut bad = v.clone();
+    bad.as_object_mut().unwrap().remove("merge_group");
+    let err = events::parse("merge_group", bad.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("merge_group"), "{err}");
+    // Refs of another shape name no pull request.
+    let mut other = e.merge_group.clone();
+    for r in [
+        "refs/heads/main",
+        "refs/heads/gh-readonly-queue/main/pr-x-abc",
+        "pr-0-abc",
+    ] {
+        other.head_ref = r.into();
+        assert_eq!(other.pull_request(), None, "{r}");
+    }
+}
+
+#[test]
+fn checks_requested_creates_the_merge_group_review_on_its_head_sha() {
+    let t = template();
+    let k = key();
+    let (ev, v) = merge_group_event("checks_requested");
+    let head = v["merge_group"]["head_sha"].as_str().unwrap();
+    let Outcome::Apply {
+        change: Change::Create(wf),
+        reply: None,
+        ..
+    } = decide(&ev, &facts(&k, None, Some(&t), None))
+    else {
+        panic!("expected a create")
+    };
+    let expected = naming::merge_group_workflow_name(REPO, PR, head);
+    assert_eq!(wf.metadata.name.as_deref(), Some(expected.as_str()));
+    assert_ne!(
+        expected,
+        wf_name(),
+        "apart from the pull request's own review"
+    );
+    assert_eq!(wf.spec.head_sha, head);
+    assert_eq!(wf.spec.pull_request, PR);
+    assert_eq!(wf.spec.base_ref, "main");
+    assert_eq!(
+        wf.spec.head_ref,
+        "gh-readonly-queue/main/pr-12345-3f7c2a9d41e8b6c05d9a7e1f2b3c4d5e6f708192"
+    );
+    assert_eq!(wf.spec.template_ref.name, "standard-qms-review");
+    let mg = wf.spec.merge_group.as_ref().unwrap();
+    assert_eq!(mg.head_ref, v["merge_group"]["head_ref"]);
+    assert_eq!(mg.base_sha, v["merge_group"]["base_sha"]);
+    let labels = wf.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[naming::LABEL_MERGE_GROUP], "true");
+    assert!(!labels.contains_key(naming::LABEL_PULL_REQUEST));
+    assert_eq!(
+        wf.metadata.finalizers,
+        Some(vec![naming::FINALIZER.to_owned()])
+    );
+    let ann = wf.metadata.annotations.as_ref().unwrap();
+    assert_eq!(
+        naming::recorded_deliveries(Some(ann)),
+        vec![k.as_str().to_owned()]
+    );
+    assert_eq!(ann[naming::ANNOTATION_INSTALLATION], "4242");
+
+    // Asked again for the same group: nothing to do.
+    let again = decide(&ev, &facts(&k, Some(&wf), Some(&t), None));
+    assert!(matches!(again, Outcome::Ignore(r) if r.contains("already reviewing")));
+    // No template: explained, nothing created.
+    assert!(matches!(
+        decide(&ev, &facts(&k, None, None, None)),
+        Outcome::Ignore(r) if r.contains("merge groups")
+    ));
+    // A head SHA that is not a commit id is refused.
+    let mut bad = v.clone();
+    bad["merge_group"]["head_sha"] = "not-a-sha".into();
+    assert!(matches!(
+        decide(
+            &event("merge_group", &bad),
+            &facts(&k, None, Some(&t), None)
+        ),
+        Outcome::Ignore(_)
+    ));
+}
+
+#[test]
+fn destroyed_cancels_the_merge_group_review() {
+    let t = template();
+    let k = key();
+    let (requested, _) = merge_group_event("checks_requested");
+    let Outcome::Apply {
+        change: Change::Create(wf),
+        ..
+    } = decide(&requested, &facts(&k, None, Some(&t), None))
+    else {
+        panic!("expected a create")
+    };
+    let (destroyed, _) = merge_group_event("destroyed");
+    match decide(&destroyed, &facts(&k, Some(&wf), Some(&t), None)) {
+        Outcome::Apply {
+            change: Change::Delete,
+            note,
+            ..
+        } => assert!(note.contains("dequeued"), "{note}"),
+        other => panic!("expected a delete, got {other:?}"),
+    }
+    assert!(matches!(
+        decide(&destroyed, &facts(&k, None, Some(&t), None)),
+        Outcome::Ignore(_)
+    ));
+    let mut deleting = (*wf).clone();
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    assert!(matches!(
+        decide(&destroyed, &facts(&k, Some(&deleting), Some(&t), None)),
+        Outcome::Ignore(r) if r.contains("already")
+    ));
+}
+
+#[test]
+fn merge_groups_use_a_merge_group_template_else_the_repositorys() {
+    let mut exact = template();
+    exact.metadata.name = Some("exact".into());
+    exact.spec.default = false;
+    exact.spec.repositories = vec![REPO.into()];
+    let mut queue = template();
+    queue.metadata.name = Some("queue".into());
+    queue.spec.default = false;
+    queue.spec.repositories = vec!["creo/*".into()];
+    queue.spec.merge_groups = MergeGroups::Only;
+    let mut fallback = template();
+    fallback.metadata.name = Some("fallback".into());
+    fallback.spec.repositories = vec![];
+    let name = |t: Option<&WorkflowTemplate>| t.and_then(|t| t.metadata.name.clone());
+    let all = vec![fallback.clone(), queue.clone(), exact.clone()];
+    // A merge-group template wins for merge groups, even over a more specific PR template...
+    assert_eq!(
+        name(select_merge_group_template(&all, REPO)),
+        Some("queue".into())
+    );
+    // ...and is never used for pull requests.
+    assert_eq!(name(select_template(&all, REPO)), Some("exact".into()));
+    assert_eq!(
+        name(select_template(&all, "creo/other")),
+        Some("fallback".into())
+    );
+    // Without one, a merge group gets the repository's own template (same check names).
+    let no_queue = vec![fallback.clone(), exact.clone()];
+    assert_eq!(
+        name(select_merge_group_template(&no_queue, REPO)),
+        Some("exact".into())
+    );
+    assert_eq!(
+        name(select_merge_group_template(&no_queue, "else/where")),
+        Some("fallback".into())
+    );
+    // A default merge-group template comes after the repository's own match.
+    let mut default_queue = queue.clone();
+    default_queue.spec.repositories = vec![];
+    default_queue.spec.default = true;
+    let both = vec![fallback, default_queue, exact];
+    assert_eq!(
+        name(select_merge_group_template(&both, REPO)),
+        Some("exact".into())
+    );
+    assert_eq!(
+        name(select_merge_group_template(&both, "else/where")),
+        Some("queue".into())
+    );
+    assert_eq!(
+        name(select_template(&both, "else/where")),
+        Some("fallback".into())
+    );
 }

@@ -5,8 +5,8 @@ mod common;
 use common::*;
 use qms_api::{GateVerdict, Operator, StepPhase, TaskPhase, WorkflowState};
 use qms_github::checks::render::{
-    CheckAnnotation, CheckStatus, Conclusion, DesiredCheck, MAX_OUTPUT_BYTES, RenderConfig,
-    annotation_batches, desired_checks, truncate_utf8,
+    AnnotationPlan, CheckAnnotation, CheckStatus, Conclusion, DesiredCheck, MAX_OUTPUT_BYTES,
+    RenderConfig, annotation_batches, attach_annotations, desired_checks, truncate_utf8,
 };
 
 fn cfg() -> RenderConfig {
@@ -14,6 +14,7 @@ fn cfg() -> RenderConfig {
         details_url_template: Some(
             "https://qms.example.com/{namespace}/{name}/runs/{run}#{step}".into(),
         ),
+        ..RenderConfig::default()
     }
 }
 
@@ -279,4 +280,193 @@ fn a_completed_step_is_not_rewritten_when_later_steps_move() {
     );
     assert_ne!(find(&a, "QMS").fingerprint, find(&b, "QMS").fingerprint);
     let _ = Operator::Gte;
+}
+
+/// Every terminal state, whatever step the run stopped at: every step of the template has a
+/// check run and every check run is concluded (a required check never waits), and only a
+/// completed run may mark a step that did not run as skipped (GitHub counts skipped as passing).
+#[test]
+fn every_check_of_a_finished_run_is_concluded_and_unrun_steps_fail_closed() {
+    let steps = [
+        "dor-validation",
+        "progress-reviews",
+        "dod-validation",
+        "final-review",
+    ];
+    for state in WorkflowState::ALL.into_iter().filter(|s| s.is_terminal()) {
+        for stage in 0..=4 {
+            let mut st = progress(1, SHA1, stage);
+            st.state = state;
+            let checks = render(st.clone());
+            for name in steps {
+                let c = find(&checks, &format!("QMS / {name}"));
+                assert_eq!(
+                    c.status,
+                    CheckStatus::Completed,
+                    "{state} stage {stage}: {name}"
+                );
+                let phase = st.step(name).unwrap().phase;
+                if phase == StepPhase::Pending {
+                    let expected = if state == WorkflowState::Completed {
+                        Conclusion::Skipped
+                    } else {
+                        Conclusion::Cancelled
+                    };
+                    assert_eq!(
+                        c.conclusion,
+                        Some(expected),
+                        "{state} stage {stage}: {name}"
+                    );
+                    assert!(c.summary.contains("did not run"), "{}", c.summary);
+                }
+                assert!(c.conclusion.is_some(), "{state} stage {stage}: {name}");
+            }
+            let summary = find(&checks, "QMS");
+            assert_eq!(summary.status, CheckStatus::Completed, "{state}");
+            let expected = if state == WorkflowState::Completed {
+                Conclusion::Success
+            } else {
+                Conclusion::Failure
+            };
+            assert_eq!(summary.conclusion, Some(expected), "{state}");
+        }
+    }
+    // While the run goes on, steps not reached yet have no check run (nothing to report yet).
+    let checks = render(progress(1, SHA1, 1));
+    assert!(checks.iter().all(|c| c.name != "QMS / dod-validation"));
+}
+
+#[test]
+fn a_merge_group_review_says_what_it_reviews_under_the_same_check_names() {
+    let mut wf = workflow(SHA2);
+    wf.spec.merge_group = Some(qms_api::MergeGroupRef {
+        head_ref: format!("refs/heads/gh-readonly-queue/main/pr-{PR}-{SHA1}"),
+        base_sha: "0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f6a7b8c9d0".into(),
+    });
+    wf.status = Some(progress(1, SHA2, 1));
+    let checks = desired_checks(&wf, Some(&template().spec), &cfg());
+    let pr = {
+        let mut pr = workflow(SHA2);
+        pr.status = Some(progress(1, SHA2, 1));
+        desired_checks(&pr, Some(&template().spec), &cfg())
+    };
+    let names = |c: &[DesiredCheck]| c.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&checks), names(&pr));
+    assert!(checks.iter().all(|c| c.head_sha == SHA2));
+    let summary = find(&checks, "QMS");
+    assert!(
+        summary
+            .summary
+            .contains(&format!("merge group `gh-readonly-queue/main/pr-{PR}-")),
+        "{}",
+        summary.summary
+    );
+}
+
+fn ann(level: &str, i: usize) -> CheckAnnotation {
+    CheckAnnotation {
+        path: format!("src/{level}{i}.rs"),
+        start_line: 1,
+        end_line: 1,
+        annotation_level: level.into(),
+        message: format!("{level} {i}"),
+        title: None,
+    }
+}
+
+/// Notices, warnings and failures interleaved as agents report them.
+fn mixed(failures: usize, warnings: usize, notices: usize) -> Vec<CheckAnnotation> {
+    let mut out = Vec::new();
+    for i in 0..failures.max(warnings).max(notices) {
+        if i < notices {
+            out.push(ann("notice", i));
+        }
+        if i < warnings {
+            out.push(ann("warning", i));
+        }
+        if i < failures {
+            out.push(ann("failure", i));
+        }
+    }
+    out
+}
+
+fn completed_step_check() -> DesiredCheck {
+    find(&render(progress(1, SHA1, 2)), "QMS / progress-reviews").clone()
+}
+
+#[test]
+fn annotations_are_capped_failures_first_and_the_rest_counted_with_where_to_see_them() {
+    let all = mixed(300, 900, 400);
+    let plan = AnnotationPlan::new(&all, 1_000);
+    assert_eq!(plan.send.len(), 1_000);
+    let levels: Vec<&str> = plan
+        .send
+        .iter()
+        .map(|a| a.annotation_level.as_str())
+        .collect();
+    assert!(levels[..300].iter().all(|l| *l == "failure"));
+    assert!(levels[300..].iter().all(|l| *l == "warning"));
+    // Within a level the agents' order is kept.
+    assert_eq!(plan.send[0].message, "failure 0");
+    assert_eq!(plan.send[299].message, "failure 299");
+    assert_eq!(plan.omitted, [0, 200, 400]);
+    // The same input always gives the same plan (restarts resume on the same order).
+    assert_eq!(plan, AnnotationPlan::new(&all, 1_000));
+
+    let d = completed_step_check();
+    let (with, plan) = attach_annotations(d.clone(), &all, 1_000);
+    assert_eq!(plan.send.len(), 1_000);
+    assert!(
+        with.summary.contains(
+            "**600 more annotations** (0 failures, 200 warnings, 400 notices) are not shown here"
+        ),
+        "{}",
+        with.summary
+    );
+    assert!(with.summary.contains("at most 1000, failures first"));
+    assert!(with.summary.contains(&format!(
+        "`kubectl describe qmsworkflow {NS}/{}`",
+        wf_name()
+    )));
+    let url = d.details_url.clone().unwrap();
+    assert!(with.summary.contains(&format!("[details]({url})")));
+    assert_ne!(
+        with.fingerprint, d.fingerprint,
+        "the note is part of what is written"
+    );
+
+    // Under the cap: everything is sent, no note.
+    let (same, plan) = attach_annotations(d.clone(), &mixed(3, 2, 1), 1_000);
+    assert_eq!(plan.send.len(), 6);
+    assert_eq!(plan.send[0].annotation_level, "failure");
+    assert_eq!(same.summary, d.summary);
+    assert_eq!(same.fingerprint, d.fingerprint);
+    // A cap of 0: nothing sent, everything counted.
+    let (none, plan) = attach_annotations(d.clone(), &mixed(1, 1, 1), 0);
+    assert!(plan.send.is_empty());
+    assert!(
+        none.summary
+            .contains("**3 more annotations** (1 failures, 1 warnings, 1 notices)")
+    );
+    // A check run still in progress gets none yet (its set is not final).
+    let running = find(&render(progress(1, SHA1, 1)), "QMS / progress-reviews").clone();
+    assert_eq!(running.status, CheckStatus::InProgress);
+    let (r, plan) = attach_annotations(running.clone(), &all, 1_000);
+    assert!(plan.send.is_empty());
+    assert_eq!(r.summary, running.summary);
+}
+
+#[test]
+fn the_remaining_count_survives_a_summary_at_githubs_byte_limit() {
+    let mut d = completed_step_check();
+    d.summary = "é".repeat(MAX_OUTPUT_BYTES); // 2 bytes each: far over the limit
+    let (with, _) = attach_annotations(d, &mixed(0, 0, 1_500), 1_000);
+    assert!(
+        with.summary.len() <= MAX_OUTPUT_BYTES,
+        "{}",
+        with.summary.len()
+    );
+    assert!(with.summary.contains("**500 more annotations**"));
+    assert!(with.summary.trim_end().ends_with('.'), "the note is whole");
 }

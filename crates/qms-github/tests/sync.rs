@@ -56,6 +56,7 @@ impl Harness {
             &self.client,
             &RenderConfig {
                 details_url_template: Some("https://qms.example.com/{namespace}/{name}".into()),
+                ..RenderConfig::default()
             },
             SyncInput {
                 workflow: &self.wf,
@@ -475,7 +476,9 @@ async fn repository_dispatch_events_are_sent_once_per_occurrence() {
     st.state = qms_api::WorkflowState::DodFailed;
     st.steps[2].phase = qms_api::StepPhase::Failed;
     h.operator_sets(st);
-    h.sync().await;
+    // The step the failure left unrun gets a concluded check run too: more writes than the
+    // pacing allows at once, so let the clock move.
+    h.sync_until_converged(10).await;
     h.sync().await;
     let types: Vec<String> =
         h.gh.lock()
@@ -672,4 +675,104 @@ async fn a_check_run_deleted_on_github_is_created_again_not_retried_forever() {
     );
     assert!(h.sync().await.converged);
     assert!(h.gh.take_calls().is_empty());
+}
+
+/// The messages of the annotations sent to check run `id`, in the order they were sent.
+fn sent_messages(calls: &[common::github::Call], id: i64) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| {
+            c.status < 300
+                && (c.path.ends_with(&format!("/check-runs/{id}"))
+                    || (c.method == "POST" && c.path.ends_with("/check-runs")))
+        })
+        .flat_map(|c| {
+            c.body["output"]["annotations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|a| a["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// 1,500 findings, a crash after some batches went out (the status lost that progress, even the
+/// check run's id): the restarted sync asks GitHub what it holds and sends each of the first
+/// 1,000 (failures first) exactly once.
+#[tokio::test]
+async fn a_crash_between_annotation_batches_neither_resends_nor_skips_one() {
+    for lose_the_id in [false, true] {
+        let mut h = Harness::new().await;
+        let mut anns = Vec::new();
+        for i in 0..1_500u64 {
+            let level = ["notice", "warning", "failure"][(i % 3) as usize];
+            anns.push(CheckAnnotation {
+                path: format!("src/m{i}.rs"),
+                start_line: 1,
+                end_line: 1,
+                annotation_level: level.into(),
+                message: format!("{level} {i}"),
+                title: None,
+            });
+        }
+        h.annotations.insert("dor-validation".into(), anns);
+        h.operator_sets(progress(1, SHA1, 0));
+        h.sync_until_converged(10).await;
+        let before_crash = h.wf.status.as_ref().unwrap().check_runs.clone();
+        h.clock.advance(Duration::from_secs(120));
+        h.operator_sets(progress(1, SHA1, 1));
+        // Sync until some but not all batches are on GitHub (the write pacing stops it).
+        let mut partial = 0;
+        for _ in 0..40 {
+            let r = h.sync().await;
+            partial =
+                h.gh.check("QMS / dor-validation", SHA1)
+                    .unwrap()
+                    .annotations;
+            if partial > 0 && partial < 1_000 {
+                break;
+            }
+            assert!(!r.converged, "converged before a partial state was seen");
+            h.clock.set(r.retry_at.unwrap());
+        }
+        assert!(partial > 0 && partial < 1_000, "{partial}");
+        // Crash: the status written before the batches went out is all that is left.
+        let st = h.wf.status.as_mut().unwrap();
+        st.check_runs = if lose_the_id {
+            Vec::new()
+        } else {
+            before_crash.clone()
+        };
+        h.sync_until_converged(60).await;
+        let id = h.gh.check("QMS / dor-validation", SHA1).unwrap().id;
+        let sent = sent_messages(&h.gh.take_raw_calls(), id);
+        assert_eq!(sent.len(), 1_000, "lose_the_id={lose_the_id}");
+        let unique: std::collections::BTreeSet<&String> = sent.iter().collect();
+        assert_eq!(unique.len(), 1_000, "an annotation was sent twice");
+        // Failures first (all 500), then warnings; no notice made the cap.
+        assert!(sent[..500].iter().all(|m| m.starts_with("failure")));
+        assert!(sent[500..].iter().all(|m| m.starts_with("warning")));
+        assert_eq!(
+            h.gh.check("QMS / dor-validation", SHA1)
+                .unwrap()
+                .annotations,
+            1_000
+        );
+        let rec =
+            h.wf.status
+                .as_ref()
+                .unwrap()
+                .check_runs
+                .iter()
+                .find(|r| r.name == "QMS / dor-validation")
+                .cloned()
+                .unwrap();
+        assert_eq!(rec.annotations_sent, 1_000);
+        let summary = h.gh.check("QMS / dor-validation", SHA1).unwrap().summary;
+        assert!(
+            summary.contains("**500 more annotations** (0 failures, 0 warnings, 500 notices)"),
+            "{summary}"
+        );
+        h.gh.assert_no_violations();
+    }
 }

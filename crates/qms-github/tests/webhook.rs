@@ -891,3 +891,109 @@ async fn concurrent_commands_on_one_workflow_are_not_lost() {
         7
     );
 }
+
+/// The merge queue: `checks_requested` reviews the group's head SHA under the same check names as
+/// a pull request; a redelivery changes nothing; `destroyed` cancels it and closes its checks.
+#[tokio::test]
+async fn a_merge_group_is_reviewed_on_its_head_sha_and_cancelled_when_destroyed() {
+    let env = Env::start().await;
+    let requested = fixture("merge_group.checks_requested.json");
+    let head = requested["merge_group"]["head_sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let name = naming::merge_group_workflow_name(REPO, PR, &head);
+    let (s, v) = env.deliver("merge_group", "mg-1", &requested).await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{v}"
+    );
+    // Redelivered (same id) and delivered again (GitHub re-sends checks_requested for one group):
+    // still one workflow, unchanged.
+    let (s, v) = env.deliver("merge_group", "mg-1", &requested).await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+    let (s, v) = env.deliver("merge_group", "mg-2", &requested).await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("ignored")),
+        "{v}"
+    );
+    let all = env.workflows().list(&Default::default()).await.unwrap();
+    assert_eq!(all.items.len(), 1);
+    let wf = env.wf(&name).await.expect("merge group workflow");
+    assert_eq!(wf.spec.head_sha, head);
+    assert_eq!(wf.spec.pull_request, PR);
+    assert_eq!(wf.spec.base_ref, "main");
+    let mg = wf
+        .spec
+        .merge_group
+        .as_ref()
+        .expect("marked as a merge group");
+    assert!(
+        mg.head_ref
+            .starts_with("refs/heads/gh-readonly-queue/main/pr-12345-")
+    );
+    assert_eq!(mg.base_sha, requested["merge_group"]["base_sha"]);
+
+    env.operator_status(&name, progress(1, &head, 1)).await;
+    env.reconcile_checks(&name).await;
+    assert_eq!(env.gh.check("QMS", &head).unwrap().status, "in_progress");
+    assert_eq!(
+        env.gh
+            .check("QMS / dor-validation", &head)
+            .unwrap()
+            .conclusion
+            .as_deref(),
+        Some("success")
+    );
+    assert!(
+        env.gh.lock().comments.is_empty(),
+        "nothing is posted for a merge group"
+    );
+
+    let (s, v) = env
+        .deliver(
+            "merge_group",
+            "mg-3",
+            &fixture("merge_group.destroyed.json"),
+        )
+        .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{v}"
+    );
+    assert!(
+        env.wf(&name)
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    env.reconcile_checks(&name).await;
+    assert!(
+        env.wf(&name).await.is_none(),
+        "released once its checks are closed"
+    );
+    for c in env.gh.lock().checks.values() {
+        assert_eq!(c.status, "completed", "{} left open", c.name);
+    }
+    assert_eq!(
+        env.gh.check("QMS", &head).unwrap().conclusion.as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(
+        env.gh
+            .check("QMS / progress-reviews", &head)
+            .unwrap()
+            .conclusion
+            .as_deref(),
+        Some("cancelled")
+    );
+    env.gh.assert_no_violations();
+}

@@ -248,6 +248,7 @@ mod tests {
                 approvals: vec![],
                 overrides: vec![],
                 retry: None,
+                merge_group: None,
             },
         );
         wf.metadata.uid = Some("uid-1".into());

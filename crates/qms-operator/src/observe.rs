@@ -662,6 +662,7 @@ mod tests {
                 approvals: vec![],
                 overrides: vec![],
                 retry: None,
+                merge_group: None,
             },
         );
         wf.metadata.namespace = Some("ns".into());

@@ -82,6 +82,7 @@ pub fn standard_template() -> WorkflowTemplateSpec {
         version: Some("2.3".into()),
         repositories: vec![],
         default: true,
+        merge_groups: Default::default(),
         timeout: None,
         steps: vec![dor, progress, dod, fin],
         repository_dispatch: None,
@@ -246,6 +247,7 @@ impl World {
                 approvals: vec![],
                 overrides: vec![],
                 retry: None,
+                merge_group: None,
             },
             status: None,
         };

@@ -37,6 +37,7 @@ impl CheckSyncer {
             kube,
             render: RenderConfig {
                 details_url_template: cfg.details_url_template.clone(),
+                max_annotations_per_check_run: cfg.max_annotations_per_check_run,
             },
         }
     }

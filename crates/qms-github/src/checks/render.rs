@@ -124,9 +124,25 @@ pub struct DesiredCheck {
     pub fingerprint: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RenderConfig {
     pub details_url_template: Option<String>,
+    /// Annotations shown on one check run at most (failures first); the rest are counted in its
+    /// summary. See `GithubConfig::max_annotations_per_check_run`.
+    pub max_annotations_per_check_run: usize,
+}
+
+/// Default of [`RenderConfig::max_annotations_per_check_run`]: enough for any review to show
+/// every failure, few enough that a check run page stays usable (20 requests of 50).
+pub const DEFAULT_MAX_ANNOTATIONS_PER_CHECK_RUN: usize = 1_000;
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        Self {
+            details_url_template: None,
+            max_annotations_per_check_run: DEFAULT_MAX_ANNOTATIONS_PER_CHECK_RUN,
+        }
+    }
 }
 
 /// The check runs `wf` should have now. Empty while the operator has not started a run, when the
@@ -204,15 +220,33 @@ impl Ctx<'_> {
     fn header(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "**Review** `{}/{}` of {}#{} · run {} · commit `{}` · state **{}**\n",
+            "**Review** `{}/{}` of {} · run {} · commit `{}` · state **{}**\n",
             self.namespace,
             self.name,
-            self.wf.spec.repository,
-            self.wf.spec.pull_request,
+            self.subject(),
             self.run,
             short(&self.head),
             self.state()
         );
+    }
+
+    /// `owner/repo#12` for a pull request; the merge group's branch for a merge group.
+    fn subject(&self) -> String {
+        let spec = &self.wf.spec;
+        match &spec.merge_group {
+            Some(mg) => format!(
+                "merge group `{}` of {} (queued up to #{})",
+                one_line(
+                    mg.head_ref
+                        .strip_prefix("refs/heads/")
+                        .unwrap_or(&mg.head_ref)
+                )
+                .replace('`', "'"),
+                spec.repository,
+                spec.pull_request
+            ),
+            None => format!("{}#{}", spec.repository, spec.pull_request),
+        }
     }
 
     fn link(&self, out: &mut String, step: Option<&str>) {
@@ -254,6 +288,17 @@ fn step_check(
     let state = ctx.state();
     let open = matches!(step.phase, StepPhase::Running | StepPhase::Backoff);
     let (status, conclusion) = match step.phase {
+        // A step the run ended before: it still gets a concluded check run, so a check that is
+        // required never waits for a step that will not run. Fail closed: only a completed run
+        // can mark it skipped (GitHub counts skipped as passing); otherwise it is cancelled.
+        StepPhase::Pending if state.is_terminal() => (
+            CheckStatus::Completed,
+            Some(if state == WorkflowState::Completed {
+                Conclusion::Skipped
+            } else {
+                Conclusion::Cancelled
+            }),
+        ),
         StepPhase::Pending => return None,
         // The run ended while this step was open (ERROR, timeout): it must still end with a
         // conclusion, never stay "in progress" forever.
@@ -324,6 +369,12 @@ fn step_check(
         phase_word(step.phase, conclusion),
         step.attempt
     );
+    if step.phase == StepPhase::Pending {
+        let _ = writeln!(
+            summary,
+            "\nThis step did not run: the review ended **{state}** before it started."
+        );
+    }
     if waiting {
         let _ = writeln!(
             summary,
@@ -583,6 +634,7 @@ fn phase_word(phase: StepPhase, conclusion: Option<Conclusion>) -> &'static str 
     match (phase, conclusion) {
         (_, Some(Conclusion::Cancelled)) => "cancelled",
         (StepPhase::Running | StepPhase::Backoff, Some(Conclusion::Failure)) => "error",
+        (StepPhase::Pending, Some(Conclusion::Skipped)) => "not run",
         (StepPhase::Pending, _) => "pending",
         (StepPhase::Running, _) => "running",
         (StepPhase::Backoff, _) => "waiting to retry",
@@ -638,6 +690,89 @@ pub fn truncate_utf8(s: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{}{marker}", &s[..cut])
+}
+
+/// Rank of an annotation level: failures first, then warnings, then notices.
+fn level_rank(level: &str) -> u8 {
+    match level {
+        "failure" => 0,
+        "warning" => 1,
+        _ => 2,
+    }
+}
+
+/// What a completed step check run shows of its annotations: at most `cap`, failures first, then
+/// warnings, then notices (each level in the agents' order), and how many of each were left out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnnotationPlan {
+    /// In the order they are sent; `annotations_sent` in the status counts a prefix of this.
+    pub send: Vec<CheckAnnotation>,
+    /// Left out by the cap: failures, warnings, notices.
+    pub omitted: [usize; 3],
+}
+
+impl AnnotationPlan {
+    pub fn new(all: &[CheckAnnotation], cap: usize) -> Self {
+        let mut sorted: Vec<CheckAnnotation> = all.iter().map(CheckAnnotation::sanitized).collect();
+        // Stable: within a level the agents' order is kept, so the plan is the same on every
+        // sync and after a restart.
+        sorted.sort_by_key(|a| level_rank(&a.annotation_level));
+        let rest = sorted.split_off(cap.min(sorted.len()));
+        let mut omitted = [0; 3];
+        for a in &rest {
+            omitted[level_rank(&a.annotation_level) as usize] += 1;
+        }
+        Self {
+            send: sorted,
+            omitted,
+        }
+    }
+
+    pub fn omitted_total(&self) -> usize {
+        self.omitted.iter().sum()
+    }
+}
+
+/// `d` with its annotations: none until the check run is completed (the set is final only then,
+/// so the order, and with it `annotations_sent`, never shifts); then the [`AnnotationPlan`] and,
+/// when the cap left some out, a line at the end of the summary saying how many and where to see
+/// them.
+pub fn attach_annotations(
+    d: DesiredCheck,
+    all: &[CheckAnnotation],
+    cap: usize,
+) -> (DesiredCheck, AnnotationPlan) {
+    if d.status != CheckStatus::Completed || all.is_empty() {
+        return (d, AnnotationPlan::default());
+    }
+    let plan = AnnotationPlan::new(all, cap);
+    let omitted = plan.omitted_total();
+    if omitted == 0 {
+        return (d, plan);
+    }
+    let [f, w, n] = plan.omitted;
+    let workflow = ExternalId::parse(&d.external_id)
+        .map(|e| format!("{}/{}", e.namespace, e.name))
+        .unwrap_or_default();
+    let mut note = format!(
+        "\n\n**{omitted} more annotation{}** ({f} failures, {w} warnings, {n} notices) are not \
+         shown here: a check run shows at most {cap}, failures first. See them all with \
+         `kubectl describe qmsworkflow {workflow}`",
+        if omitted == 1 { "" } else { "s" }
+    );
+    match &d.details_url {
+        Some(url) => {
+            let _ = write!(note, " or in the [details]({url}).");
+        }
+        None => note.push('.'),
+    }
+    let mut d = d;
+    // The note survives the byte limit: the summary gives way instead.
+    d.summary = format!(
+        "{}{note}",
+        truncate_utf8(&d.summary, MAX_OUTPUT_BYTES.saturating_sub(note.len()))
+    );
+    (finish(d), plan)
 }
 
 /// The annotations still to send, in requests of at most 50.

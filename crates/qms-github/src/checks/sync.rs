@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::checks::dispatch::desired_dispatches;
 use crate::checks::render::{
-    CheckAnnotation, CheckStatus, DesiredCheck, RenderConfig, StepAnnotations, annotation_batches,
-    desired_checks,
+    AnnotationPlan, CheckAnnotation, CheckStatus, DesiredCheck, RenderConfig, StepAnnotations,
+    annotation_batches, attach_annotations, desired_checks,
 };
 use crate::client::{GithubClient, GithubError};
 use crate::naming;
@@ -75,7 +75,8 @@ pub async fn sync(client: &GithubClient, cfg: &RenderConfig, input: SyncInput<'_
                 .as_ref()
                 .and_then(|s| input.annotations.get(s))
                 .unwrap_or(&empty);
-            converge_one(client, inst, repo, d, anns, &mut records, &mut report).await?;
+            let (d, plan) = attach_annotations(d.clone(), anns, cfg.max_annotations_per_check_run);
+            converge_one(client, inst, repo, &d, &plan, &mut records, &mut report).await?;
         }
         for ev in desired_dispatches(wf, input.template) {
             if dispatches.contains(&ev.key) {
@@ -170,20 +171,25 @@ async fn converge_one(
     inst: Option<u64>,
     repo: &str,
     d: &DesiredCheck,
-    anns: &[CheckAnnotation],
+    plan: &AnnotationPlan,
     records: &mut Vec<CheckRunRef>,
     report: &mut SyncReport,
 ) -> Result<(), GithubError> {
+    let anns = plan.send.as_slice();
     // Same name and run on another SHA (a run number reused): that record was completed by the
     // loop over stale records and is replaced (the list is keyed by name + run).
     records.retain(|r| !(r.name == d.name && r.run == d.run && r.head_sha != d.head_sha));
     let pos = records
         .iter()
         .position(|r| r.name == d.name && r.run == d.run);
+    // Whether `annotations_sent` is known to match what GitHub holds (true once this call
+    // created the check run or read its count).
+    let mut counted = false;
     let idx = match pos {
         Some(i) => i,
         None => {
-            // Adopt a check run created before a crash lost its id (same external_id).
+            // Adopt a check run created before a crash lost its id (same external_id), with the
+            // annotations GitHub says it already holds.
             let existing = client
                 .list_check_runs(inst, repo, &d.head_sha, &d.name)
                 .await?;
@@ -191,6 +197,7 @@ async fn converge_one(
                 .iter()
                 .find(|c| c.external_id.as_deref() == Some(d.external_id.as_str()))
             {
+                counted = true;
                 records.push(CheckRunRef {
                     name: d.name.clone(),
                     step: d.step.clone(),
@@ -200,7 +207,7 @@ async fn converge_one(
                     status: found.status.clone(),
                     conclusion: found.conclusion.clone(),
                     fingerprint: None,
-                    annotations_sent: 0,
+                    annotations_sent: found.output.annotations_count,
                 });
             } else {
                 let batch = annotation_batches(anns, 0).first().copied().unwrap_or(&[]);
@@ -208,6 +215,7 @@ async fn converge_one(
                     .create_check_run(inst, repo, &check_body(client, d, batch, true))
                     .await?;
                 report.writes += 1;
+                counted = true;
                 records.push(CheckRunRef {
                     name: d.name.clone(),
                     step: d.step.clone(),
@@ -225,7 +233,22 @@ async fn converge_one(
     };
     let rec = &mut records[idx];
     let reopen = rec.status == "completed" && d.status != CheckStatus::Completed;
-    if !reopen && rec.fingerprint.as_deref() != Some(d.fingerprint.as_str()) {
+    let rewrite = !reopen && rec.fingerprint.as_deref() != Some(d.fingerprint.as_str());
+    // Before appending annotations to a check run this call did not create, ask GitHub how many it
+    // holds: after a crash between a request and the status write, the status is one batch
+    // behind, and resending that batch would show it twice (one read, never a write).
+    if !counted && !reopen && (rec.annotations_sent as usize) < anns.len() {
+        match client.get_check_run(inst, repo, rec.id).await {
+            Ok(found) => rec.annotations_sent = found.output.annotations_count,
+            Err(GithubError::Api { status: 404, .. }) => {
+                records.remove(idx);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let rec = &mut records[idx];
+    if rewrite {
         let batch = annotation_batches(anns, rec.annotations_sent as usize)
             .first()
             .copied()
@@ -250,14 +273,19 @@ async fn converge_one(
         rec.fingerprint = Some(d.fingerprint.clone());
         rec.annotations_sent += batch.len() as u32;
     }
-    // The rest of the annotations, 50 per update (GitHub appends them).
+    if reopen {
+        return Ok(());
+    }
+    // The rest of the annotations, 50 per update (GitHub appends them). Progress is kept in the
+    // record after each request, so a rate limit or an error stops here and the next sync
+    // continues with the next batch.
     let pending: Vec<&[CheckAnnotation]> = annotation_batches(anns, rec.annotations_sent as usize);
     for batch in pending {
         let body = json!({
             "output": {
                 "title": d.title,
                 "summary": d.summary,
-                "annotations": batch.iter().map(CheckAnnotation::sanitized).collect::<Vec<_>>(),
+                "annotations": batch,
             }
         });
         client.update_check_run(inst, repo, rec.id, &body).await?;

@@ -238,12 +238,18 @@ fn route(st: &mut State, method: &str, path: &str, body: &Value) -> (u16, Respon
             }
             ok(200, json!({"id": id}))
         }
+        ("GET", ["repos", _, _, "check-runs", id]) => {
+            match st.checks.get(&id.parse().unwrap_or(0)) {
+                Some(c) => ok(200, listed(c)),
+                None => ok(404, json!({"message": "Not Found"})),
+            }
+        }
         ("GET", ["repos", _, _, "commits", sha, "check-runs"]) => {
             let runs: Vec<Value> = st
                 .checks
                 .values()
                 .filter(|c| c.head_sha == *sha)
-                .map(|c| json!({"id": c.id, "name": c.name, "external_id": c.external_id, "status": c.status, "conclusion": c.conclusion}))
+                .map(listed)
                 .collect();
             ok(200, json!({"total_count": runs.len(), "check_runs": runs}))
         }
@@ -286,6 +292,19 @@ fn route(st: &mut State, method: &str, path: &str, body: &Value) -> (u16, Respon
             json!({"message": format!("fake GitHub has no route {method} {path}")}),
         ),
     }
+}
+
+/// A check run as GitHub lists it (the fields qms-github reads).
+fn listed(c: &FakeCheck) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "head_sha": c.head_sha,
+        "external_id": c.external_id,
+        "status": c.status,
+        "conclusion": c.conclusion,
+        "output": {"title": c.title, "summary": c.summary, "annotations_count": c.annotations},
+    })
 }
 
 impl FakeGithub {

@@ -66,6 +66,7 @@ pub fn workflow(sha: &str) -> QmsWorkflow {
             approvals: vec![],
             overrides: vec![],
             retry: None,
+            merge_group: None,
         },
     );
     wf.metadata.namespace = Some(NS.into());
