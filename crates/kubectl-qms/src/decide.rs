@@ -256,6 +256,7 @@ mod tests {
                 head_sha: SHA.into(),
                 base_ref: "main".into(),
                 head_ref: "f".into(),
+                merge_group: None,
                 template_ref: TemplateRef { name: "t".into() },
                 approvals: vec![],
                 overrides: vec![],
