@@ -283,26 +283,11 @@ fn create(
         retry: None,
         merge_group: None,
     };
-    let wf = QmsWorkflow {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(f.namespace.to_owned()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            finalizers: Some(vec![naming::FINALIZER.to_owned()]),
-            ..ObjectMeta::default()
-        },
-        spec,
-        status: None,
-    };
-    Outcome::Apply {
-        change: Change::Create(Box::new(wf)),
-        reply: None,
-        note: format!(
-            "review {name} created with template {}",
-            template.metadata.name.as_deref().unwrap_or("")
-        ),
-    }
+    let note = format!(
+        "review {name} created with template {}",
+        template_name(template)
+    );
+    new_workflow(name, f.namespace, labels, annotations, spec, note)
 }
 
 fn issue_comment(e: &IssueCommentEvent, f: &Facts<'_>) -> Outcome {
@@ -773,10 +758,36 @@ fn merge_group(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
             base_sha: mg.base_sha.clone(),
         }),
     };
+    let note = format!(
+        "merge group review {name} created with template {}",
+        template_name(template)
+    );
+    new_workflow(name, f.namespace, labels, annotations, spec, note)
+}
+
+pub fn is_sha(s: &str) -> bool {
+    (7..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// A new workflow with the operator's finalizer, written as one create (pull request or merge group).
+fn new_workflow(
+    name: String,
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    spec: QmsWorkflowSpec,
+    note: String,
+) -> Outcome {
     let wf = QmsWorkflow {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(f.namespace.to_owned()),
+            name: Some(name),
+            namespace: Some(namespace.to_owned()),
             labels: Some(labels),
             annotations: Some(annotations),
             finalizers: Some(vec![naming::FINALIZER.to_owned()]),
@@ -788,19 +799,6 @@ fn merge_group(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
     Outcome::Apply {
         change: Change::Create(Box::new(wf)),
         reply: None,
-        note: format!(
-            "merge group review {name} created with template {}",
-            template_name(template)
-        ),
+        note,
     }
-}
-
-pub fn is_sha(s: &str) -> bool {
-    (7..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-pub fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }
