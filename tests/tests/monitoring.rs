@@ -137,7 +137,16 @@ fn every_alert_passes_promtool_unit_tests_that_fire_it_and_leave_it_silent() {
         }
     }
     let alerts = alert_names(&rules);
-    assert!(alerts.len() >= 8, "{alerts:?}");
+    assert!(alerts.len() >= 12, "{alerts:?}");
+    for alert in [
+        "QmsAgentUnavailable",
+        "QmsWebhookLatencyHigh",
+        "QmsReconcileLatencyHigh",
+        "QmsConfigReloadRejected",
+        "QmsConfigDiverged",
+    ] {
+        assert!(alerts.contains(alert), "{alert} missing: {alerts:?}");
+    }
     for alert in &alerts {
         assert!(fired.contains(alert), "no case makes {alert} fire");
         assert!(silent.contains(alert), "no case expects {alert} silent");
@@ -160,6 +169,22 @@ fn a_changed_threshold_fails_the_unit_tests() {
         (
             "monitoring.prometheusRule.resources.ratio=0.96",
             "QmsOperatorCpuHigh",
+        ),
+        (
+            "monitoring.prometheusRule.agentUnavailable.for=3m",
+            "QmsAgentUnavailable",
+        ),
+        (
+            "monitoring.prometheusRule.webhookLatency.seconds=1",
+            "QmsWebhookLatencyHigh",
+        ),
+        (
+            "monitoring.prometheusRule.configReloadRejected.window=30m",
+            "QmsConfigReloadRejected",
+        ),
+        (
+            "monitoring.prometheusRule.configDiverged.for=30m",
+            "QmsConfigDiverged",
         ),
     ] {
         let dir = promtool_dir(&rendered_rules(&[set]));

@@ -48,6 +48,9 @@ pub fn render_metrics(shared: &Shared) -> String {
     m.leader.set(i64::from(shared.is_leader()));
     m.agent_running.clear();
     m.agent_capacity.clear();
+    m.agent_healthy.clear();
+    // An agent name in several namespaces is healthy only if it is healthy in all (fail closed).
+    let mut healthy = std::collections::BTreeMap::<String, bool>::new();
     let now = chrono::Utc::now();
     for scope in &shared.scopes {
         let jobs = scope.stores.jobs.state();
@@ -65,7 +68,15 @@ pub fn render_metrics(shared: &Shared) -> String {
             m.agent_capacity
                 .get_or_create(&labels)
                 .inc_by(i64::from(agent.spec.load_capacity));
+            // The same rule as the task placement (observe::agent_views) and `Healthy` condition.
+            let ok = stats.recent_failures < agent.spec.health.failure_threshold;
+            *healthy.entry(agent.name_any()).or_insert(true) &= ok;
         }
+    }
+    for (agent, ok) in healthy {
+        m.agent_healthy
+            .get_or_create(&crate::metrics::AgentLabels { agent })
+            .set(i64::from(ok));
     }
     m.render()
 }
@@ -102,6 +113,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(shared)
+}
+
+/// `router` (the GitHub webhook's) with the time to answer each request observed in
+/// `qms_github_webhook_duration_seconds`, whatever the answer (a 401 or a 503 counts too).
+pub fn timed_webhooks(router: Router, shared: Arc<Shared>) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let shared = shared.clone();
+            async move {
+                let start = std::time::Instant::now();
+                let response = next.run(req).await;
+                shared
+                    .metrics
+                    .webhook_duration
+                    .observe(start.elapsed().as_secs_f64());
+                response
+            }
+        },
+    ))
 }
 
 /// Binds `addr` and serves `router` until the task is dropped.

@@ -291,7 +291,10 @@ pub async fn start(
         http_addr = listener.local_addr().ok();
         let mut router = http::router(shared.clone());
         if let Some(gh) = &github {
-            router = router.merge(qms_github::router(gh.webhooks.clone()));
+            router = router.merge(http::timed_webhooks(
+                qms_github::router(gh.webhooks.clone()),
+                shared.clone(),
+            ));
         }
         if let Some(extra) = extra {
             router = router.merge(extra);

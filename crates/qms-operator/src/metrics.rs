@@ -149,6 +149,11 @@ pub struct Metrics {
     pub workflows: Family<StateLabels, Gauge>,
     pub agent_running: Family<AgentLabels, Gauge>,
     pub agent_capacity: Family<AgentLabels, Gauge>,
+    /// 1 while an agent takes new tasks, 0 while its recent failures reach its health policy's
+    /// `failureThreshold` (the `Healthy` condition; computed at scrape time).
+    pub agent_healthy: Family<AgentLabels, Gauge>,
+    /// Time to answer one `POST /webhooks/github` delivery.
+    pub webhook_duration: Histogram,
     pub reconciles: Family<ControllerLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -189,6 +194,9 @@ impl Metrics {
             workflows: Family::default(),
             agent_running: Family::default(),
             agent_capacity: Family::default(),
+            agent_healthy: Family::default(),
+            // 5 ms … ~10 s (GitHub gives up after 10 s).
+            webhook_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             reconciles: Family::default(),
             reconcile_duration,
             reconcile_errors: Family::default(),
@@ -227,6 +235,16 @@ impl Metrics {
             "qms_agent_capacity",
             "loadCapacity per agent (utilization = running_tasks / capacity)",
             m.agent_capacity.clone(),
+        );
+        registry.register(
+            "qms_agent_healthy",
+            "1 while the agent takes new tasks, 0 while its failed or timed-out tasks within its health window reach failureThreshold",
+            m.agent_healthy.clone(),
+        );
+        registry.register(
+            "qms_github_webhook_duration_seconds",
+            "Time to answer one GitHub webhook delivery (POST /webhooks/github)",
+            m.webhook_duration.clone(),
         );
         registry.register(
             "qms_reconciles",
@@ -372,6 +390,32 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `increase()` cannot see the first increment of a series created by it: the reload series
+    /// exist with 0 from the start, so an alert on `rejected` sees the very first one.
+    #[test]
+    fn config_reload_series_exist_with_zero_from_the_start() {
+        let m = Metrics::new();
+        let text = m.render();
+        for result in ["applied", "rejected"] {
+            assert!(
+                text.contains(&format!(
+                    "qms_config_reloads_total{{result=\"{result}\"}} 0\n"
+                )),
+                "{text}"
+            );
+        }
+        m.config_reload(ConfigReloadResult::rejected, 7);
+        let text = m.render();
+        assert!(
+            text.contains("qms_config_reloads_total{result=\"rejected\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("qms_config_reloads_total{result=\"applied\"} 0\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_spec_metric_names() {

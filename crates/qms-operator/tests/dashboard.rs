@@ -390,6 +390,11 @@ async fn dashboard_and_alerts_name_only_exported_metrics_and_every_query_parses(
         "qms_reconcile_errors_total",    // errors by category
         "qms_workflows",                 // queue depth
         "qms_github_check_writes_total", // write pacing
+        // Availability and configuration (spec §12.2's alerts have a panel to look at).
+        "qms_agent_healthy",
+        "qms_github_webhook_duration_seconds_bucket",
+        "qms_config_reloads_total",
+        "qms_config_hash",
     ] {
         assert!(used.contains(kpi), "no panel reads {kpi}");
     }

@@ -118,6 +118,18 @@ spec:
         metric(&op, "qms_config_hash"),
         Some(config_hash(&config("first", 1)) as f64)
     );
+    // Both reload series exist from start-up (0), so an alert on `rejected` increasing sees the
+    // first rejection (`increase()` misses a series' first sample).
+    for result in ["applied", "rejected"] {
+        assert_eq!(
+            metric(
+                &op,
+                &format!("qms_config_reloads_total{{result=\"{result}\"}}")
+            ),
+            Some(0.0),
+            "{result}"
+        );
+    }
 
     env.apply(&workflow("first", "hold", "1111111")).await;
     env.wait_state("first", WorkflowState::DorPending).await;
