@@ -414,6 +414,29 @@ async fn merge_group_gets_the_pull_requests_check_names_and_destroyed_cancels_th
     assert_eq!(rig.checks_on(SHA1).0, on_pr);
     assert!(rig.env.workflows().get_opt(&mg1).await.unwrap().is_some());
     rig.gh.assert_no_violations();
+    // Every delivery's answer time is in the webhook histogram (QmsWebhookLatencyHigh reads it),
+    // and the healthy agents are exported as such (QmsAgentUnavailable).
+    let text = qms_operator::http::render_metrics(&rig.op.shared);
+    let value = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    assert_eq!(
+        value("qms_github_webhook_duration_seconds_count "),
+        Some(f64::from(rig.deliveries)),
+        "{text}"
+    );
+    assert_eq!(
+        value("qms_github_webhook_duration_seconds_bucket{le=\"+Inf\"} "),
+        Some(f64::from(rig.deliveries))
+    );
+    for agent in ["mq-dor", "mq-review"] {
+        assert_eq!(
+            value(&format!("qms_agent_healthy{{agent=\"{agent}\"}} ")),
+            Some(1.0),
+            "{text}"
+        );
+    }
     std::fs::write(&marker, b"").unwrap();
     rig.op.stop().await;
 }
@@ -565,4 +588,47 @@ async fn more_pull_requests_than_slots_all_waiting_for_approval_all_get_their_ch
     assert_eq!(rig.env.list_jobs().await.len(), prs.len());
     rig.gh.assert_no_violations();
     rig.op.stop().await;
+}
+
+/// The README's table of checks to require names exactly the check runs the operator makes: the
+/// summary (`render::SUMMARY_CHECK`) and one `<summary> / <step>` per step, the names the two
+/// reviews above found on GitHub.
+#[test]
+fn readme_lists_exactly_the_check_names_the_operator_reports() {
+    use qms_github::checks::render::SUMMARY_CHECK;
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .expect("read README.md");
+    let (_, after) = readme
+        .split_once("**Checks to require**")
+        .expect("README has the checks to require");
+    let names: BTreeSet<String> = after
+        .lines()
+        .skip_while(|l| !l.starts_with("| Check |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cell = l.trim_start_matches('|').split('|').next()?.trim();
+            Some(cell.trim_matches('`').to_owned())
+        })
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            SUMMARY_CHECK.to_owned(),
+            format!("{SUMMARY_CHECK} / <step>")
+        ])
+    );
+    // The merge-queue test's names are of these two shapes.
+    for name in QUEUE_CHECKS {
+        assert!(
+            name == SUMMARY_CHECK || name.starts_with(&format!("{SUMMARY_CHECK} / ")),
+            "{name}"
+        );
+    }
+    assert!(
+        after.contains("`merge_group`") && after.contains("Merge queues read"),
+        "the README says to subscribe to merge_group with its permission"
+    );
 }
