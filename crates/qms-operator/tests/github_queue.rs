@@ -130,13 +130,7 @@ impl Rig {
     }
 
     /// The check runs on `sha`: name → (status, conclusion), and how many were created per name.
-    fn checks_on(
-        &self,
-        sha: &str,
-    ) -> (
-        BTreeMap<String, (String, Option<String>)>,
-        BTreeMap<String, usize>,
-    ) {
+    fn checks_on(&self, sha: &str) -> (ChecksOn, BTreeMap<String, usize>) {
         let st = self.gh.lock();
         let mut state = BTreeMap::new();
         let mut made = BTreeMap::new();
@@ -149,6 +143,9 @@ impl Rig {
 }
 
 type HmacSha256 = Hmac<sha2::Sha256>;
+
+/// Check name → (status, conclusion) on one SHA.
+type ChecksOn = BTreeMap<String, (String, Option<String>)>;
 
 fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("any key length");
