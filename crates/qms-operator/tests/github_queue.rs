@@ -129,6 +129,18 @@ impl Rig {
         .await;
     }
 
+    /// Every check run in `names` exists on `sha` and is completed (not necessarily all others).
+    async fn all_completed(&self, sha: &str, names: &[&str]) {
+        self.github_until(&format!("{names:?} completed on {sha}"), |st| {
+            names.iter().all(|n| {
+                st.checks
+                    .values()
+                    .any(|c| c.name == *n && c.head_sha == sha && c.status == "completed")
+            })
+        })
+        .await;
+    }
+
     /// The check runs on `sha`: name → (status, conclusion), and how many were created per name.
     fn checks_on(&self, sha: &str) -> (ChecksOn, BTreeMap<String, usize>) {
         let st = self.gh.lock();
@@ -287,8 +299,7 @@ async fn merge_group_gets_the_pull_requests_check_names_and_destroyed_cancels_th
     // The pull request's own review.
     rig.deliver_ok("pull_request", &pull_request(PR, "opened", SHA1), "applied")
         .await;
-    rig.check_until("QMS", SHA1, "completed", Some("success"))
-        .await;
+    rig.all_completed(SHA1, &QUEUE_CHECKS).await;
     let (on_pr, _) = rig.checks_on(SHA1);
     assert_eq!(on_pr.keys().cloned().collect::<BTreeSet<_>>(), want);
 
@@ -323,13 +334,7 @@ async fn merge_group_gets_the_pull_requests_check_names_and_destroyed_cancels_th
             .contains("already reviewing"),
         "{answer}"
     );
-    rig.github_until("every MG1 check run completed", |st| {
-        st.checks
-            .values()
-            .filter(|c| c.head_sha == MG1)
-            .all(|c| c.status == "completed")
-    })
-    .await;
+    rig.all_completed(MG1, &QUEUE_CHECKS).await;
     let (on_mg1, made) = rig.checks_on(MG1);
     assert_eq!(
         on_mg1.keys().cloned().collect::<BTreeSet<_>>(),
@@ -390,11 +395,12 @@ async fn merge_group_gets_the_pull_requests_check_names_and_destroyed_cancels_th
             "{name} on the dequeued group"
         );
     }
-    assert_eq!(
-        jobs_of_mg2(&rig.env.list_jobs().await),
-        0,
-        "its Jobs are deleted"
-    );
+    // Its Jobs are deleted.
+    let start = tokio::time::Instant::now();
+    while jobs_of_mg2(&rig.env.list_jobs().await) > 0 {
+        assert!(start.elapsed() <= DEADLINE, "MG2's Jobs were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Destroyed again (redelivery): nothing to cancel, nothing changes.
     let answer = rig
         .deliver_ok("merge_group", &merge_group("destroyed", MG2), "ignored")
@@ -446,13 +452,18 @@ async fn wait_workflow_gone(env: &Env, name: &str) {
     }
 }
 
-/// One automated step (its agent takes a moment, so the slots are contended) and a manual one.
-fn slots_catalog() -> Vec<String> {
+/// One automated step, whose agent runs until `marker` exists (so the test sees the slots
+/// taken and the queue behind them), and a manual one.
+fn slots_catalog(marker: &std::path::Path) -> Vec<String> {
     vec![
         agent(
             "slot-agent",
             10,
-            &format!("sleep 0.5; {}", result("success", "", 0)),
+            &format!(
+                "while [ ! -f {} ]; do sleep 0.1; done; {}",
+                marker.display(),
+                result("success", "", 0)
+            ),
         ),
         format!(
             r#"apiVersion: qms.creo.dev/v1
@@ -478,8 +489,8 @@ spec:
 
 /// Seven pull requests, two slots, nobody approves: every pull request still gets its check runs
 /// (`QMS / check` success, `QMS / final-review` asking for a decision, `QMS` in progress), because
-/// a workflow waiting only for a person gives its slot to the next one. Never more than two hold a
-/// slot at once, and some had to queue.
+/// a workflow waiting only for a person gives its slot to the next one. While the first two run
+/// their agents the other five queue; never more than two hold a slot at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_pull_requests_than_slots_all_waiting_for_approval_all_get_their_checks() {
     use futures::StreamExt;
@@ -489,7 +500,9 @@ async fn more_pull_requests_than_slots_all_waiting_for_approval_all_get_their_ch
     let prs: Vec<(u64, String)> = (1..=7u64)
         .map(|i| (100 + i, format!("{:040x}", 0xa11ce000_u64 + i)))
         .collect();
-    let mut rig = Rig::start(&slots_catalog(), SLOTS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("release-agents");
+    let mut rig = Rig::start(&slots_catalog(&marker), SLOTS).await;
 
     // The most workflows holding a slot at once, and which ever showed Queued=True (a watch sees
     // every revision in order).
@@ -529,6 +542,43 @@ async fn more_pull_requests_than_slots_all_waiting_for_approval_all_get_their_ch
         )
         .await;
     }
+    // Both slots are taken by agents that wait: the other five queue, oldest first.
+    let start = tokio::time::Instant::now();
+    loop {
+        let list = rig.env.workflows().list(&Default::default()).await.unwrap();
+        let holding = list
+            .items
+            .iter()
+            .filter(|wf| {
+                wf.status
+                    .as_ref()
+                    .is_some_and(qms_engine::slots::holds_slot)
+            })
+            .count();
+        let queued = list
+            .items
+            .iter()
+            .filter(|wf| {
+                wf.status.as_ref().is_some_and(|s| {
+                    qms_api::Condition::find(&s.conditions, "Queued")
+                        .is_some_and(|c| c.status == ConditionStatus::True)
+                })
+            })
+            .count();
+        if holding == SLOTS as usize && queued == prs.len() - SLOTS as usize {
+            break;
+        }
+        assert!(
+            start.elapsed() <= DEADLINE,
+            "{holding} holding a slot, {queued} queued: {:?}",
+            list.items
+                .iter()
+                .map(|w| (w.name_any(), w.status.as_ref().map(|s| s.state)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&marker, b"").unwrap();
     for (number, sha) in &prs {
         rig.check_until(
             "QMS / final-review",
