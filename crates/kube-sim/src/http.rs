@@ -693,146 +693,76 @@ fn gone_event(message: String) -> Bytes {
     line(&json!({"type": "ERROR", "object": ApiError::gone(message).to_status()}))
 }
 
-fn watch(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
-    let rt = t.rt.clone();
-    let (labels, mut fields) = selectors(req, &rt)?;
-    if let Some(name) = &t.name {
-        fields = FieldSelector::parse(&format!("metadata.name={name}"), &rt.group, &rt.plural)?;
+/// The query of a watch request.
+struct WatchParams {
+    filter: WatchFilter,
+    bookmarks: bool,
+    send_initial: bool,
+    timeout: Option<Duration>,
+    rv_param: String,
+    table_mode: Option<IncludeObject>,
+}
+
+impl WatchParams {
+    fn parse(t: &Target, req: &Req) -> ApiResult<Self> {
+        let rt = &t.rt;
+        let (labels, mut fields) = selectors(req, rt)?;
+        if let Some(name) = &t.name {
+            fields = FieldSelector::parse(&format!("metadata.name={name}"), &rt.group, &rt.plural)?;
+        }
+        Ok(Self {
+            filter: WatchFilter {
+                ns: t.ns.clone(),
+                labels,
+                fields,
+            },
+            bookmarks: req.flag("allowWatchBookmarks"),
+            send_initial: req.flag("sendInitialEvents"),
+            timeout: req
+                .q("timeoutSeconds")
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            rv_param: req.q("resourceVersion").unwrap_or_default().to_owned(),
+            table_mode: table::wants_table(req.accept())
+                .then(|| IncludeObject::parse(req.q("includeObject"))),
+        })
     }
-    let filter = WatchFilter {
-        ns: t.ns.clone(),
-        labels,
-        fields,
-    };
-    let bookmarks = req.flag("allowWatchBookmarks");
-    let send_initial = req.flag("sendInitialEvents");
-    let timeout = req
-        .q("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs);
-    let rv_param = req.q("resourceVersion").unwrap_or_default().to_owned();
-    let table_mode =
-        table::wants_table(req.accept()).then(|| IncludeObject::parse(req.q("includeObject")));
+}
+
+fn watch(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let p = WatchParams::parse(t, req)?;
     let mut enc = Encoder {
-        rt: rt.clone(),
-        table: table_mode,
+        rt: t.rt.clone(),
+        table: p.table_mode,
         first: true,
     };
-    let key = rt.store_key();
-
+    let key = t.rt.store_key();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let mut initial: Vec<Bytes> = Vec::new();
     let expire = engine.faults.take_expire();
-    let (start_rv, mut rv_rx) = {
-        let st = engine.lock();
-        let current = st.store.rv();
-        let start = if expire {
-            None
-        } else if send_initial || rv_param.is_empty() || rv_param == "0" {
-            for o in st.store.list(&key, filter.ns.as_deref()) {
-                if filter.matches(&o) {
-                    initial.push(enc.event("ADDED", &o));
-                }
-            }
-            if send_initial {
-                initial.push(enc.bookmark(current, true));
-            }
-            Some(current)
-        } else {
-            let rv: u64 = rv_param.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
-            })?;
-            match st.store.events_since(&key, rv) {
-                Ok(_) => Some(rv),
-                Err(oldest) => {
-                    initial.push(gone_event(format!(
-                        "too old resource version: {rv} ({oldest})"
-                    )));
-                    None
-                }
-            }
-        };
-        (start, st.store.subscribe())
-    };
+    let (mut initial, start_rv, rv_rx) = initial_events(engine, &key, &p, &mut enc, expire)?;
     if expire {
         initial.push(gone_event(format!(
-            "too old resource version: {rv_param} (injected fault)"
+            "too old resource version: {} (injected fault)",
+            p.rv_param
         )));
     }
-    let engine = engine.clone();
     let drop_after = engine.faults.watch_drop_after();
     let mut drop_rx = engine.faults.drop_signal();
     drop_rx.borrow_and_update();
-    let bookmark_every = engine.bookmark_interval;
-    tokio::spawn(async move {
-        for b in initial {
-            if tx.send(b).await.is_err() {
-                return;
-            }
-        }
-        let Some(mut last) = start_rv else { return };
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut ticker = tokio::time::interval(bookmark_every);
-        ticker.reset();
-        let mut sent: u64 = 0;
-        loop {
-            let (events, scanned) = {
-                let st = engine.lock();
-                (st.store.events_since(&key, last), st.store.rv())
-            };
-            match events {
-                Err(oldest) => {
-                    let _ = tx
-                        .send(gone_event(format!(
-                            "too old resource version: {last} ({oldest})"
-                        )))
-                        .await;
-                    return;
-                }
-                Ok(evs) => {
-                    for ev in evs {
-                        last = ev.rv;
-                        let cur = filter.matches(&ev.object);
-                        let prev = ev.prev.as_ref().is_some_and(|p| filter.matches(p));
-                        let ty = match ev.kind {
-                            EventType::Added if cur => "ADDED",
-                            EventType::Modified if cur && prev => "MODIFIED",
-                            EventType::Modified if cur => "ADDED",
-                            EventType::Modified if prev => "DELETED",
-                            EventType::Deleted if cur || prev => "DELETED",
-                            _ => continue,
-                        };
-                        if tx.send(enc.event(ty, &ev.object)).await.is_err() {
-                            return;
-                        }
-                        sent += 1;
-                        if drop_after.is_some_and(|n| sent >= n) {
-                            return;
-                        }
-                    }
-                    last = last.max(scanned);
-                }
-            }
-            let sleep_deadline = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => futures::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                r = rv_rx.changed() => if r.is_err() { return },
-                _ = ticker.tick() => {
-                    if bookmarks && tx.send(enc.bookmark(last, false)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = sleep_deadline => return,
-                _ = drop_rx.changed() => return,
-                _ = tx.closed() => return,
-            }
-        }
-    });
+    let stream = WatchStream {
+        engine: engine.clone(),
+        key,
+        filter: p.filter,
+        enc,
+        tx,
+        rv_rx,
+        drop_rx,
+        drop_after,
+        bookmarks: p.bookmarks,
+        bookmark_every: engine.bookmark_interval,
+    };
+    tokio::spawn(stream.run(initial, start_rv, p.timeout));
     let mut resp = Response::new(stream_body(rx));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -843,4 +773,146 @@ fn watch(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// Under the store lock: the events a watch starts with (the current objects as ADDED for a
+/// list-then-watch or `sendInitialEvents`, or a 410 for a resourceVersion too old), the
+/// resourceVersion it streams from (`None`: it ends after the initial events), and the store's
+/// change signal.
+fn initial_events(
+    engine: &Engine,
+    key: &str,
+    p: &WatchParams,
+    enc: &mut Encoder,
+    expire: bool,
+) -> ApiResult<(Vec<Bytes>, Option<u64>, tokio::sync::watch::Receiver<u64>)> {
+    let mut initial: Vec<Bytes> = Vec::new();
+    let st = engine.lock();
+    let current = st.store.rv();
+    let start = if expire {
+        None
+    } else if p.send_initial || p.rv_param.is_empty() || p.rv_param == "0" {
+        for o in st.store.list(key, p.filter.ns.as_deref()) {
+            if p.filter.matches(&o) {
+                initial.push(enc.event("ADDED", &o));
+            }
+        }
+        if p.send_initial {
+            initial.push(enc.bookmark(current, true));
+        }
+        Some(current)
+    } else {
+        let rv_param = &p.rv_param;
+        let rv: u64 = rv_param.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
+        })?;
+        match st.store.events_since(key, rv) {
+            Ok(_) => Some(rv),
+            Err(oldest) => {
+                initial.push(gone_event(format!(
+                    "too old resource version: {rv} ({oldest})"
+                )));
+                None
+            }
+        }
+    };
+    Ok((initial, start, st.store.subscribe()))
+}
+
+/// The task that streams one watch's events.
+struct WatchStream {
+    engine: Arc<Engine>,
+    key: String,
+    filter: WatchFilter,
+    enc: Encoder,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    rv_rx: tokio::sync::watch::Receiver<u64>,
+    drop_rx: tokio::sync::watch::Receiver<u64>,
+    /// Injected fault: end the watch after this many events.
+    drop_after: Option<u64>,
+    bookmarks: bool,
+    bookmark_every: Duration,
+}
+
+impl WatchStream {
+    /// Sends `initial`, then every matching change after `start_rv` until the client goes away,
+    /// the timeout passes, the history is compacted past it, or a fault drops it.
+    async fn run(mut self, initial: Vec<Bytes>, start_rv: Option<u64>, timeout: Option<Duration>) {
+        for b in initial {
+            if self.tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        let Some(mut last) = start_rv else { return };
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut ticker = tokio::time::interval(self.bookmark_every);
+        ticker.reset();
+        let mut sent: u64 = 0;
+        loop {
+            if !self.send_changes(&mut last, &mut sent).await {
+                return;
+            }
+            let sleep_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => futures::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = self.rv_rx.changed() => if r.is_err() { return },
+                _ = ticker.tick() => {
+                    if self.bookmarks && self.tx.send(self.enc.bookmark(last, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = sleep_deadline => return,
+                _ = self.drop_rx.changed() => return,
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Sends the changes after `last` that the filter sees (as ADDED/MODIFIED/DELETED by how
+    /// the object moved in or out of the selection) and moves `last` past what the store has.
+    /// Returns whether the watch goes on.
+    async fn send_changes(&mut self, last: &mut u64, sent: &mut u64) -> bool {
+        let (events, scanned) = {
+            let st = self.engine.lock();
+            (st.store.events_since(&self.key, *last), st.store.rv())
+        };
+        let evs = match events {
+            Ok(evs) => evs,
+            Err(oldest) => {
+                let _ = self
+                    .tx
+                    .send(gone_event(format!(
+                        "too old resource version: {last} ({oldest})"
+                    )))
+                    .await;
+                return false;
+            }
+        };
+        for ev in evs {
+            *last = ev.rv;
+            let cur = self.filter.matches(&ev.object);
+            let prev = ev.prev.as_ref().is_some_and(|p| self.filter.matches(p));
+            let ty = match ev.kind {
+                EventType::Added if cur => "ADDED",
+                EventType::Modified if cur && prev => "MODIFIED",
+                EventType::Modified if cur => "ADDED",
+                EventType::Modified if prev => "DELETED",
+                EventType::Deleted if cur || prev => "DELETED",
+                _ => continue,
+            };
+            if self.tx.send(self.enc.event(ty, &ev.object)).await.is_err() {
+                return false;
+            }
+            *sent += 1;
+            if self.drop_after.is_some_and(|n| *sent >= n) {
+                return false;
+            }
+        }
+        *last = (*last).max(scanned);
+        true
+    }
 }
