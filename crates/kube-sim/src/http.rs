@@ -398,9 +398,47 @@ async fn resource(
     req: &Req,
 ) -> ApiResult<Response> {
     let t = parse_target(engine, group, version, rest)?;
-    let rt = t.rt.clone();
+    let verb = verb_of(&t, req)?;
+    if t.rt.namespaced && t.ns.is_none() && !matches!(verb, "list" | "watch") {
+        return Err(ApiError::path_not_found());
+    }
+    let label = match &t.sub {
+        Some(s) => format!("{}/{s}", t.rt.plural),
+        None => t.rt.plural.clone(),
+    };
+    engine.counters.incr(verb, &label);
+    if let Some(d) = engine.faults.latency(verb, &label) {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(e) = engine
+        .faults
+        .check(verb, &label, req.header(header::USER_AGENT))
+    {
+        return Err(e);
+    }
+    match verb {
+        "get" if t.sub.as_deref() == Some("log") => {
+            let ns = t.ns.clone().unwrap_or_default();
+            pod_log(
+                engine,
+                &t.rt,
+                &ns,
+                t.name.as_deref().unwrap_or_default(),
+                req,
+            )
+            .await
+        }
+        "get" => get(engine, &t, req),
+        "list" => list(engine, &t, req),
+        "watch" => watch(engine, &t, req),
+        _ => write(engine, &t, verb, req).await,
+    }
+}
+
+/// The Kubernetes verb of a request on a resource path (405 for a method the path has none for).
+fn verb_of(t: &Target, req: &Req) -> ApiResult<&'static str> {
     let is_watch = t.watch_path || req.flag("watch");
-    let verb = match (&req.method, t.name.is_some()) {
+    Ok(match (&req.method, t.name.is_some()) {
         (&Method::GET, false) if is_watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::GET, true) if is_watch => "watch",
@@ -415,90 +453,77 @@ async fn resource(
                 "the server does not allow this method on the requested resource",
             ));
         }
-    };
-    if rt.namespaced && t.ns.is_none() && !matches!(verb, "list" | "watch") {
-        return Err(ApiError::path_not_found());
-    }
-    let label = match &t.sub {
-        Some(s) => format!("{}/{s}", rt.plural),
-        None => rt.plural.clone(),
-    };
-    engine.counters.incr(verb, &label);
-    if let Some(d) = engine.faults.latency(verb, &label) {
-        tokio::time::sleep(d).await;
-    }
-    if let Some(e) = engine
-        .faults
-        .check(verb, &label, req.header(header::USER_AGENT))
-    {
-        return Err(e);
-    }
+    })
+}
+
+fn get(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
     let ns = t.ns.clone().unwrap_or_default();
+    let obj = engine.get(&t.rt, &ns, t.name.as_deref().unwrap_or_default())?;
+    if table::wants_table(req.accept()) {
+        let include = IncludeObject::parse(req.q("includeObject"));
+        let rv = meta_str(&obj, "resourceVersion").to_owned();
+        return Ok(ok_json(&table::table(
+            &t.rt,
+            &[obj],
+            include,
+            json!({"resourceVersion": rv}),
+            true,
+        )));
+    }
+    Ok(ok_json(&convert_single_for_accept(&obj, req.accept())))
+}
+
+fn list(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let rt = &t.rt;
+    let (labels, fields) = selectors(req, rt)?;
+    let limit = req.q("limit").and_then(|l| l.parse::<usize>().ok());
+    let res = engine.list(
+        rt,
+        t.ns.as_deref(),
+        &labels,
+        &fields,
+        limit,
+        req.q("continue"),
+    )?;
+    let mut meta = json!({"resourceVersion": res.resource_version.to_string()});
+    if let Some(c) = &res.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(r) = res.remaining {
+        meta["remainingItemCount"] = json!(r);
+    }
+    if table::wants_table(req.accept()) {
+        let include = IncludeObject::parse(req.q("includeObject"));
+        return Ok(ok_json(&table::table(rt, &res.items, include, meta, true)));
+    }
+    if wants_partial_metadata(req.accept()) {
+        let items: Vec<Value> = res.items.iter().map(partial).collect();
+        return Ok(ok_json(
+            &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": meta, "items": items}),
+        ));
+    }
+    Ok(ok_json(
+        &json!({"apiVersion": rt.api_version(), "kind": rt.list_kind, "metadata": meta, "items": res.items}),
+    ))
+}
+
+/// create, update, patch, delete, deletecollection: run off the async workers.
+async fn write(engine: &Arc<Engine>, t: &Target, verb: &str, req: &Req) -> ApiResult<Response> {
+    let rt = t.rt.clone();
+    let ns = t.ns.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
     let status = t.sub.as_deref() == Some("status");
+    let engine2 = engine.clone();
     match verb {
-        "get" if t.sub.as_deref() == Some("log") => {
-            pod_log(engine, &rt, &ns, t.name.as_deref().unwrap_or_default(), req).await
-        }
-        "get" => {
-            let obj = engine.get(&rt, &ns, t.name.as_deref().unwrap_or_default())?;
-            if table::wants_table(req.accept()) {
-                let include = IncludeObject::parse(req.q("includeObject"));
-                let rv = meta_str(&obj, "resourceVersion").to_owned();
-                return Ok(ok_json(&table::table(
-                    &rt,
-                    &[obj],
-                    include,
-                    json!({"resourceVersion": rv}),
-                    true,
-                )));
-            }
-            Ok(ok_json(&convert_single_for_accept(&obj, req.accept())))
-        }
-        "list" => {
-            let (labels, fields) = selectors(req, &rt)?;
-            let limit = req.q("limit").and_then(|l| l.parse::<usize>().ok());
-            let res = engine.list(
-                &rt,
-                t.ns.as_deref(),
-                &labels,
-                &fields,
-                limit,
-                req.q("continue"),
-            )?;
-            let mut meta = json!({"resourceVersion": res.resource_version.to_string()});
-            if let Some(c) = &res.continue_token {
-                meta["continue"] = json!(c);
-            }
-            if let Some(r) = res.remaining {
-                meta["remainingItemCount"] = json!(r);
-            }
-            if table::wants_table(req.accept()) {
-                let include = IncludeObject::parse(req.q("includeObject"));
-                return Ok(ok_json(&table::table(&rt, &res.items, include, meta, true)));
-            }
-            if wants_partial_metadata(req.accept()) {
-                let items: Vec<Value> = res.items.iter().map(partial).collect();
-                return Ok(ok_json(
-                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": meta, "items": items}),
-                ));
-            }
-            Ok(ok_json(
-                &json!({"apiVersion": rt.api_version(), "kind": rt.list_kind, "metadata": meta, "items": res.items}),
-            ))
-        }
-        "watch" => watch(engine, &t, req),
         "create" => {
             let opts = write_opts(req)?;
             let body = parse_body(req)?;
-            let engine2 = engine.clone();
             let out = run_blocking(move || engine2.create(&rt, &ns, body, &opts)).await?;
             Ok(write_response(out, req))
         }
         "update" => {
             let opts = write_opts(req)?;
             let body = parse_body(req)?;
-            let name = t.name.clone().unwrap_or_default();
-            let engine2 = engine.clone();
             let out =
                 run_blocking(move || engine2.update(&rt, &ns, &name, body, status, &opts)).await?;
             Ok(write_response(out, req))
@@ -506,9 +531,7 @@ async fn resource(
         "patch" => {
             let opts = write_opts(req)?;
             let kind = PatchType::from_content_type(req.header(header::CONTENT_TYPE), rt.custom)?;
-            let name = t.name.clone().unwrap_or_default();
             let body = req.body.clone();
-            let engine2 = engine.clone();
             let out =
                 run_blocking(move || engine2.patch(&rt, &ns, &name, kind, &body, status, &opts))
                     .await?;
@@ -516,8 +539,6 @@ async fn resource(
         }
         "delete" => {
             let opts = delete_opts(req)?;
-            let name = t.name.clone().unwrap_or_default();
-            let engine2 = engine.clone();
             let out = run_blocking(move || engine2.delete(&rt, &ns, &name, &opts)).await?;
             Ok(ok_json(&out))
         }
@@ -525,7 +546,6 @@ async fn resource(
             let opts = delete_opts(req)?;
             let (labels, fields) = selectors(req, &rt)?;
             let ns_opt = t.ns.clone();
-            let engine2 = engine.clone();
             let rt2 = rt.clone();
             let items = run_blocking(move || {
                 engine2.delete_collection(&rt2, ns_opt.as_deref(), &labels, &fields, &opts)
