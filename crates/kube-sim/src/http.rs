@@ -123,30 +123,8 @@ async fn route(engine: &Arc<Engine>, path: &str, req: &Req) -> ApiResult<Respons
                 .map(|d| ok_json(&d))
                 .ok_or_else(ApiError::path_not_found)
         }
-        ["api"] => {
-            engine.counters.incr("get", "discovery");
-            if discovery::wants_aggregated(req.accept()) {
-                get_only(Ok(json_response(
-                    StatusCode::OK,
-                    &discovery::aggregated(&engine.registry(), true),
-                    discovery::AGGREGATED_V2,
-                )))
-            } else {
-                get_only(Ok(ok_json(&discovery::api_versions(&engine.server_addr))))
-            }
-        }
-        ["apis"] => {
-            engine.counters.incr("get", "discovery");
-            if discovery::wants_aggregated(req.accept()) {
-                get_only(Ok(json_response(
-                    StatusCode::OK,
-                    &discovery::aggregated(&engine.registry(), false),
-                    discovery::AGGREGATED_V2,
-                )))
-            } else {
-                get_only(Ok(ok_json(&discovery::api_group_list(&engine.registry()))))
-            }
-        }
+        ["api"] => get_only(Ok(discovery_root(engine, req, true))),
+        ["apis"] => get_only(Ok(discovery_root(engine, req, false))),
         ["api", v] => {
             engine.counters.incr("get", "discovery");
             discovery::resource_list(&engine.registry(), "", v)
@@ -168,6 +146,23 @@ async fn route(engine: &Arc<Engine>, path: &str, req: &Req) -> ApiResult<Respons
         ["api", v, rest @ ..] => resource(engine, "", v, rest, req).await,
         ["apis", g, v, rest @ ..] => resource(engine, g, v, rest, req).await,
         _ => Err(ApiError::path_not_found()),
+    }
+}
+
+/// `/api` (`legacy`) or `/apis`: the aggregated discovery document when asked for, else the
+/// APIVersions / APIGroupList.
+fn discovery_root(engine: &Engine, req: &Req, legacy: bool) -> Response {
+    engine.counters.incr("get", "discovery");
+    if discovery::wants_aggregated(req.accept()) {
+        json_response(
+            StatusCode::OK,
+            &discovery::aggregated(&engine.registry(), legacy),
+            discovery::AGGREGATED_V2,
+        )
+    } else if legacy {
+        ok_json(&discovery::api_versions(&engine.server_addr))
+    } else {
+        ok_json(&discovery::api_group_list(&engine.registry()))
     }
 }
 

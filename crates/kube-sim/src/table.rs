@@ -156,32 +156,7 @@ fn parse_path(path: &str) -> Vec<Step> {
                 }
                 let inner: String = chars[start..i.min(chars.len())].iter().collect();
                 i += 1;
-                let inner = inner.trim();
-                if inner == "*" {
-                    steps.push(Step::All);
-                } else if let Ok(n) = inner.parse::<usize>() {
-                    steps.push(Step::Index(n));
-                } else if let Some(f) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
-                    if let Some((lhs, rhs)) = f.split_once("==") {
-                        let field = lhs.trim().trim_start_matches("@.").to_owned();
-                        let rhs = rhs.trim();
-                        let val = if let Some(s) =
-                            rhs.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
-                        {
-                            json!(s)
-                        } else if let Some(s) =
-                            rhs.strip_prefix('\'').and_then(|r| r.strip_suffix('\''))
-                        {
-                            json!(s)
-                        } else {
-                            serde_json::from_str(rhs).unwrap_or(json!(rhs))
-                        };
-                        steps.push(Step::Filter(field, val));
-                    }
-                } else {
-                    let key = inner.trim_matches('\'').trim_matches('"').to_owned();
-                    steps.push(Step::Field(key));
-                }
+                steps.extend(bracket_step(inner.trim()));
             }
             _ => {
                 // A path without the leading dot: treat as a field name.
@@ -194,6 +169,31 @@ fn parse_path(path: &str) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// The step a `[...]` stands for: `*`, an index, a `?(@.field==value)` filter, or a quoted key.
+fn bracket_step(inner: &str) -> Option<Step> {
+    if inner == "*" {
+        return Some(Step::All);
+    }
+    if let Ok(n) = inner.parse::<usize>() {
+        return Some(Step::Index(n));
+    }
+    if let Some(f) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+        let (lhs, rhs) = f.split_once("==")?;
+        let field = lhs.trim().trim_start_matches("@.").to_owned();
+        let rhs = rhs.trim();
+        let val = if let Some(s) = rhs.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            json!(s)
+        } else if let Some(s) = rhs.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+            json!(s)
+        } else {
+            serde_json::from_str(rhs).unwrap_or(json!(rhs))
+        };
+        return Some(Step::Filter(field, val));
+    }
+    let key = inner.trim_matches('\'').trim_matches('"').to_owned();
+    Some(Step::Field(key))
 }
 
 fn get_dotted<'a>(v: &'a Value, path: &str) -> &'a Value {
