@@ -10,6 +10,8 @@ use qms_engine::{
     TaskSpec, decide,
 };
 
+// The scenario tests, the unit tests and the bench each use a part of these.
+#[allow(unused_imports)]
 pub use qms_testkit::fixtures::{
     SHA, dur, good_metrics, result_json, standard_gates, standard_template, t0,
 };
