@@ -93,6 +93,18 @@ impl WorkflowBuilder {
         self.wf.spec.template_ref.name = name.into();
         self
     }
+    pub fn resource_version(mut self, rv: &str) -> Self {
+        self.wf.metadata.resource_version = Some(rv.into());
+        self
+    }
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.wf
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
     pub fn approval(mut self, approval: Approval) -> Self {
         self.wf.spec.approvals.push(approval);
         self
@@ -338,6 +350,8 @@ mod tests {
             .pull_request(9)
             .head_sha("def5678")
             .template("t")
+            .annotation("a", "1")
+            .annotation("b", "2")
             .build();
         assert_eq!(wf.metadata.name.as_deref(), Some("pr-9"));
         assert_eq!(wf.metadata.namespace.as_deref(), Some("qms"));
@@ -346,6 +360,11 @@ mod tests {
             (9, "def5678")
         );
         assert_eq!(wf.spec.template_ref.name, "t");
+        let annotations = wf.metadata.annotations.expect("annotations");
+        assert_eq!(
+            annotations.into_iter().collect::<Vec<_>>(),
+            [("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
         assert!(wf.status.is_none());
     }
 }

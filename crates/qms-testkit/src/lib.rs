@@ -22,6 +22,12 @@
 //! # let _ = n;
 //! # }
 //! ```
+//!
+//! What the operator's and qms-github's test files would replace with it (left for a later step):
+//! `qms-operator/tests/common` `Env::wait_for` and `leader.rs` `until` are [`poll_for`] with their
+//! own deadline (or [`until`]); the `QmsWorkflow` literals in `qms-github/tests/common`,
+//! `kubectl-qms` and the operator's unit tests are [`fixtures::workflow`] with `.namespace`,
+//! `.repository`, `.pull_request`, `.head_sha`, `.resource_version` and `.annotation`.
 #![forbid(unsafe_code)]
 
 pub mod fixtures;
