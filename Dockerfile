@@ -4,7 +4,7 @@ FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
 # Only the operator: kube-sim and its kubelet are dev-dependencies (tests) and the playground's
-# (crates/qms-dev), never linked here; tests/tests/image.rs reads this line and checks that.
+# (crates/qms-dev), never linked here; tests/tests/it/image.rs reads this line and checks that.
 RUN cargo build --release --locked -p qms-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapKeySelector, Container, EnvFromSource, EnvVarSource, Pod, Secret,
+    SecretKeySelector,
+};
 use kube::{Api, Client};
 
 /// Kubernetes' `$(VAR)` expansion (k8s.io/kubernetes/third_party/forked/golang/expansion):
@@ -121,112 +124,158 @@ pub(crate) async fn resolve_env(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let sources = Sources {
+        secrets: Api::namespaced(client.clone(), &ns),
+        config_maps: Api::namespaced(client.clone(), &ns),
+        ns,
+    };
     let mut out: Vec<(String, String)> = Vec::new();
-    let push = |out: &mut Vec<(String, String)>, k: String, v: String| out.push((k, v));
-
     for from in container.env_from.iter().flatten() {
-        let prefix = from.prefix.clone().unwrap_or_default();
-        if let Some(r) = &from.config_map_ref {
-            match config_maps
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(cm) => {
-                    for (k, v) in cm.data.unwrap_or_default() {
-                        let name = format!("{prefix}{k}");
-                        if is_env_name(&name) {
-                            push(&mut out, name, v);
-                        }
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(format!("configmap \"{}\" not found", r.name)),
-            }
-        }
-        if let Some(r) = &from.secret_ref {
-            match secrets.get_opt(&r.name).await.map_err(|e| e.to_string())? {
-                Some(secret) => {
-                    for (k, v) in secret_entries(&secret) {
-                        let name = format!("{prefix}{k}");
-                        if is_env_name(&name) {
-                            push(&mut out, name, v);
-                        }
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(format!("secret \"{}\" not found", r.name)),
-            }
-        }
+        sources.env_from(from, &mut out).await?;
     }
-
     for var in container.env.iter().flatten() {
         let value = if let Some(source) = &var.value_from {
-            if let Some(f) = &source.field_ref {
-                field_ref(pod, &f.field_path)?
-            } else if let Some(s) = &source.secret_key_ref {
-                match secrets.get_opt(&s.name).await.map_err(|e| e.to_string())? {
-                    Some(secret) => match secret_entries(&secret).remove(&s.key) {
-                        Some(v) => v,
-                        None if s.optional == Some(true) => continue,
-                        None => {
-                            return Err(format!(
-                                "couldn't find key {} in Secret {}/{}",
-                                s.key, ns, s.name
-                            ));
-                        }
-                    },
-                    None if s.optional == Some(true) => continue,
-                    None => return Err(format!("secret \"{}\" not found", s.name)),
-                }
-            } else if let Some(c) = &source.config_map_key_ref {
-                match config_maps
-                    .get_opt(&c.name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(cm) => {
-                        let v = cm
-                            .data
-                            .as_ref()
-                            .and_then(|d| d.get(&c.key))
-                            .cloned()
-                            .or_else(|| {
-                                cm.binary_data
-                                    .as_ref()
-                                    .and_then(|d| d.get(&c.key))
-                                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                            });
-                        match v {
-                            Some(v) => v,
-                            None if c.optional == Some(true) => continue,
-                            None => {
-                                return Err(format!(
-                                    "couldn't find key {} in ConfigMap {}/{}",
-                                    c.key, ns, c.name
-                                ));
-                            }
-                        }
-                    }
-                    None if c.optional == Some(true) => continue,
-                    None => return Err(format!("configmap \"{}\" not found", c.name)),
-                }
-            } else {
-                return Err(format!(
-                    "env var {:?}: this valueFrom source is not supported by kube-sim's kubelet",
-                    var.name
-                ));
+            match sources.value_from(pod, &var.name, source).await? {
+                Some(v) => v,
+                // An optional reference to what does not exist: the variable is not set.
+                None => continue,
             }
         } else {
             let raw = var.value.clone().unwrap_or_default();
             let snapshot: HashMap<String, String> = out.iter().cloned().collect();
             expand(&raw, &|name| snapshot.get(name).cloned())
         };
-        push(&mut out, var.name.clone(), value);
+        out.push((var.name.clone(), value));
     }
     Ok(out)
+}
+
+/// Where a pod's environment comes from: the Secrets and ConfigMaps of its namespace.
+struct Sources {
+    ns: String,
+    secrets: Api<Secret>,
+    config_maps: Api<ConfigMap>,
+}
+
+impl Sources {
+    /// Appends the entries of one `envFrom` source (a missing optional source adds nothing).
+    async fn env_from(
+        &self,
+        from: &EnvFromSource,
+        out: &mut Vec<(String, String)>,
+    ) -> Result<(), String> {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let mut push_all = |entries: Vec<(String, String)>| {
+            for (k, v) in entries {
+                let name = format!("{prefix}{k}");
+                if is_env_name(&name) {
+                    out.push((name, v));
+                }
+            }
+        };
+        if let Some(r) = &from.config_map_ref {
+            match self
+                .config_maps
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(cm) => push_all(cm.data.unwrap_or_default().into_iter().collect()),
+                None if r.optional == Some(true) => {}
+                None => return Err(format!("configmap \"{}\" not found", r.name)),
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            match self
+                .secrets
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(secret) => push_all(secret_entries(&secret).into_iter().collect()),
+                None if r.optional == Some(true) => {}
+                None => return Err(format!("secret \"{}\" not found", r.name)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of an `env` entry's `valueFrom`; `None` when an optional source or key is
+    /// missing.
+    async fn value_from(
+        &self,
+        pod: &Pod,
+        var: &str,
+        source: &EnvVarSource,
+    ) -> Result<Option<String>, String> {
+        if let Some(f) = &source.field_ref {
+            field_ref(pod, &f.field_path).map(Some)
+        } else if let Some(s) = &source.secret_key_ref {
+            self.secret_key(s).await
+        } else if let Some(c) = &source.config_map_key_ref {
+            self.config_map_key(c).await
+        } else {
+            Err(format!(
+                "env var {var:?}: this valueFrom source is not supported by kube-sim's kubelet"
+            ))
+        }
+    }
+
+    async fn secret_key(&self, s: &SecretKeySelector) -> Result<Option<String>, String> {
+        let optional = s.optional == Some(true);
+        match self
+            .secrets
+            .get_opt(&s.name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(secret) => match secret_entries(&secret).remove(&s.key) {
+                Some(v) => Ok(Some(v)),
+                None if optional => Ok(None),
+                None => Err(format!(
+                    "couldn't find key {} in Secret {}/{}",
+                    s.key, self.ns, s.name
+                )),
+            },
+            None if optional => Ok(None),
+            None => Err(format!("secret \"{}\" not found", s.name)),
+        }
+    }
+
+    async fn config_map_key(&self, c: &ConfigMapKeySelector) -> Result<Option<String>, String> {
+        let optional = c.optional == Some(true);
+        let Some(cm) = self
+            .config_maps
+            .get_opt(&c.name)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return if optional {
+                Ok(None)
+            } else {
+                Err(format!("configmap \"{}\" not found", c.name))
+            };
+        };
+        let v = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&c.key))
+            .cloned()
+            .or_else(|| {
+                cm.binary_data
+                    .as_ref()
+                    .and_then(|d| d.get(&c.key))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            });
+        match v {
+            Some(v) => Ok(Some(v)),
+            None if optional => Ok(None),
+            None => Err(format!(
+                "couldn't find key {} in ConfigMap {}/{}",
+                c.key, self.ns, c.name
+            )),
+        }
+    }
 }
 
 fn secret_entries(secret: &Secret) -> HashMap<String, String> {

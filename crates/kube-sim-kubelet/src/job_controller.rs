@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -197,11 +197,26 @@ fn owned_by(pod: &Pod, uid: &str) -> bool {
         .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
+/// One reconcile's handles on a live Job.
+struct Live<'a> {
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+    name: &'a str,
+    uid: &'a str,
+    job: &'a Job,
+}
+
+/// What a reconcile decided beyond the new status: delete the active pods, look again later.
+#[derive(Default)]
+struct Plan {
+    delete_active: bool,
+    requeue: Option<Duration>,
+}
+
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     let name = job.name_any();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     // Work from the live object, not the (possibly older) cached one.
     let Some(job) = jobs.get_opt(&name).await? else {
         return Ok(Action::await_change());
@@ -216,56 +231,31 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         warn!(job = %name, "job-controller: Job without spec skipped");
         return Ok(Action::await_change());
     };
+    let live = Live {
+        jobs,
+        pods: Api::namespaced(ctx.client.clone(), &ns),
+        name: &name,
+        uid: &uid,
+        job: &job,
+    };
     let old_status = job.status.clone().unwrap_or_default();
     let mut status = old_status.clone();
 
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&format!("{LABEL_CONTROLLER_UID}={uid}")))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| owned_by(p, &uid))
-        .collect();
+    let pods = live.owned_pods().await?;
     let counts = count_pods(&pods);
     let succeeded = counts.succeeded.max(old_status.succeeded.unwrap_or(0));
     let failed = counts.failed.max(old_status.failed.unwrap_or(0));
-    let active_pods: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && !matches!(
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded" | "Failed")
-                )
-        })
-        .collect();
+    let active_pods = active(&pods);
 
-    let finished = has_condition(&status, "Complete") || has_condition(&status, "Failed");
-    let mut requeue: Option<Duration> = None;
-    let mut delete_active = false;
-
-    if finished {
-        delete_active = true;
-        if let Some(ttl) = spec.ttl_seconds_after_finished {
-            let finished_at = status.completion_time.clone().or_else(|| {
-                condition_of(&status, "Failed").and_then(|c| c.last_transition_time.clone())
-            });
-            if let Some(at) = finished_at {
-                let left = millis_until(&at, i64::from(ttl));
-                if left <= 0 {
-                    info!(job = %name, "job-controller: ttlSecondsAfterFinished reached; deleting");
-                    match jobs.delete(&name, &DeleteParams::background()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    return Ok(Action::await_change());
-                }
-                requeue = Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)));
-            }
+    let plan = if has_condition(&status, "Complete") || has_condition(&status, "Failed") {
+        match live.expire(&spec, &status).await? {
+            Some(requeue) => Plan {
+                delete_active: true,
+                requeue,
+            },
+            None => return Ok(Action::await_change()),
         }
     } else if spec.suspend == Some(true) {
-        delete_active = true;
         set_condition(
             &mut status,
             "Suspended",
@@ -273,134 +263,285 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             "JobSuspended",
             "Job suspended",
         );
+        Plan {
+            delete_active: true,
+            requeue: None,
+        }
     } else {
-        if has_condition(&status, "Suspended") {
-            set_condition(
-                &mut status,
-                "Suspended",
-                "False",
-                "JobResumed",
-                "Job resumed",
-            );
+        live.progress(&spec, &mut status, &counts, succeeded, failed)
+            .await?
+    };
+
+    if plan.delete_active {
+        live.delete_pods(&active_pods).await?;
+    }
+    set_counts(
+        &mut status,
+        &counts,
+        (succeeded, failed),
+        plan.delete_active.then_some(active_pods.len()),
+    );
+    if status != old_status {
+        let mut updated = job.clone();
+        updated.status = Some(status);
+        live.jobs
+            .replace_status(&name, &PostParams::default(), &updated)
+            .await?;
+    }
+    Ok(plan
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The pods not terminating and not finished.
+fn active(pods: &[Pod]) -> Vec<&Pod> {
+    pods.iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+        })
+        .collect()
+}
+
+/// The counters of the status. Re-counting after our own deletions would need another list; the
+/// pod events bring us back. `deleted`: how many active pods this reconcile deleted, if it did.
+fn set_counts(
+    status: &mut JobStatus,
+    counts: &PodCounts,
+    (succeeded, failed): (i32, i32),
+    deleted: Option<usize>,
+) {
+    let delete_active = deleted.is_some();
+    status.active = nonzero(if delete_active { 0 } else { counts.active });
+    status.ready = Some(if delete_active { 0 } else { counts.ready });
+    status.terminating = Some(counts.terminating + deleted.map_or(0, |n| n as i32));
+    status.succeeded = nonzero(succeeded);
+    status.failed = nonzero(failed);
+    status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
+}
+
+/// The limits of a running Job's spec.
+struct Limits {
+    parallelism: i32,
+    /// `None` for a work-queue Job (parallelism without completions).
+    completions: Option<i32>,
+    backoff_limit: i32,
+    on_failure: bool,
+}
+
+impl Limits {
+    fn of(spec: &JobSpec) -> Self {
+        Self {
+            parallelism: spec.parallelism.unwrap_or(1).max(0),
+            completions: match (spec.completions, spec.parallelism) {
+                (Some(c), _) => Some(c.max(0)),
+                (None, Some(_)) => None, // work-queue Job
+                (None, None) => Some(1),
+            },
+            backoff_limit: spec.backoff_limit.unwrap_or(6).max(0),
+            on_failure: spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|s| s.restart_policy.as_deref())
+                == Some("OnFailure"),
+        }
+    }
+}
+
+/// Why a running Job fails, if it does: a failure target set earlier, the backoff limit, or the
+/// active deadline (`requeue` is set to when the deadline passes while it has not).
+fn failure(
+    spec: &JobSpec,
+    status: &JobStatus,
+    counts: &PodCounts,
+    failed: i32,
+    limits: &Limits,
+    requeue: &mut Option<Duration>,
+) -> Option<(String, String)> {
+    let failure_target = condition_of(status, "FailureTarget").map(|c| {
+        (
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        )
+    });
+    failure_target.or_else(|| {
+        if has_condition(status, "SuccessCriteriaMet") {
+            return None;
+        }
+        let restarts_exceeded = limits.on_failure
+            && counts.restarts > 0
+            && counts.restarts >= limits.backoff_limit.max(1);
+        if failed > limits.backoff_limit || restarts_exceeded {
+            return Some((REASON_BACKOFF.to_owned(), MESSAGE_BACKOFF.to_owned()));
+        }
+        if let (Some(ads), Some(start)) = (spec.active_deadline_seconds, &status.start_time) {
+            let left = millis_until(start, ads);
+            if left <= 0 {
+                return Some((REASON_DEADLINE.to_owned(), MESSAGE_DEADLINE.to_owned()));
+            }
+            *requeue = Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)));
+        }
+        None
+    })
+}
+
+impl Live<'_> {
+    /// The Job's pods (by controller-uid label, and controlled by this Job).
+    async fn owned_pods(&self) -> Result<Vec<Pod>, Error> {
+        Ok(self
+            .pods
+            .list(&ListParams::default().labels(&format!("{LABEL_CONTROLLER_UID}={}", self.uid)))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| owned_by(p, self.uid))
+            .collect())
+    }
+
+    /// A finished Job under `ttlSecondsAfterFinished`: deleted once the TTL passed (`None`),
+    /// else when to look again.
+    async fn expire(
+        &self,
+        spec: &JobSpec,
+        status: &JobStatus,
+    ) -> Result<Option<Option<Duration>>, Error> {
+        let Some(ttl) = spec.ttl_seconds_after_finished else {
+            return Ok(Some(None));
+        };
+        let finished_at = status.completion_time.clone().or_else(|| {
+            condition_of(status, "Failed").and_then(|c| c.last_transition_time.clone())
+        });
+        let Some(at) = finished_at else {
+            return Ok(Some(None));
+        };
+        let left = millis_until(&at, i64::from(ttl));
+        if left > 0 {
+            return Ok(Some(Some(Duration::from_millis(
+                u64::try_from(left).unwrap_or(0),
+            ))));
+        }
+        info!(job = %self.name, "job-controller: ttlSecondsAfterFinished reached; deleting");
+        match self
+            .jobs
+            .delete(self.name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(None)
+    }
+
+    /// A running (not suspended) Job: start/resume time, then failed, complete, or the missing
+    /// pods created.
+    async fn progress(
+        &self,
+        spec: &JobSpec,
+        status: &mut JobStatus,
+        counts: &PodCounts,
+        succeeded: i32,
+        failed: i32,
+    ) -> Result<Plan, Error> {
+        if has_condition(status, "Suspended") {
+            set_condition(status, "Suspended", "False", "JobResumed", "Job resumed");
             status.start_time = Some(now());
         }
         if status.start_time.is_none() {
             status.start_time = Some(now());
         }
-        let parallelism = spec.parallelism.unwrap_or(1).max(0);
-        let completions = match (spec.completions, spec.parallelism) {
-            (Some(c), _) => Some(c.max(0)),
-            (None, Some(_)) => None, // work-queue Job
-            (None, None) => Some(1),
-        };
-        let backoff_limit = spec.backoff_limit.unwrap_or(6).max(0);
-        let on_failure = spec
-            .template
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.as_deref())
-            == Some("OnFailure");
-
-        let failure_target = condition_of(&status, "FailureTarget").map(|c| {
-            (
-                c.reason.clone().unwrap_or_default(),
-                c.message.clone().unwrap_or_default(),
-            )
-        });
-        let success_target = has_condition(&status, "SuccessCriteriaMet");
-
-        let failure = failure_target.or_else(|| {
-            if success_target {
-                return None;
-            }
-            let restarts_exceeded =
-                on_failure && counts.restarts > 0 && counts.restarts >= backoff_limit.max(1);
-            if failed > backoff_limit || restarts_exceeded {
-                return Some((REASON_BACKOFF.to_owned(), MESSAGE_BACKOFF.to_owned()));
-            }
-            if let (Some(ads), Some(start)) = (spec.active_deadline_seconds, &status.start_time) {
-                let left = millis_until(start, ads);
-                if left <= 0 {
-                    return Some((REASON_DEADLINE.to_owned(), MESSAGE_DEADLINE.to_owned()));
-                }
-                requeue = Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)));
-            }
-            None
-        });
+        let limits = Limits::of(spec);
+        let mut requeue = None;
+        let failure = failure(spec, status, counts, failed, &limits, &mut requeue);
         let complete = failure.is_none()
-            && (success_target
-                || match completions {
+            && (has_condition(status, "SuccessCriteriaMet")
+                || match limits.completions {
                     Some(c) => succeeded >= c,
                     None => succeeded > 0 && counts.active == 0,
                 });
-
+        let settled = counts.active == 0 && counts.terminating == 0;
         if let Some((reason, message)) = failure {
-            requeue = None;
-            set_condition(&mut status, "FailureTarget", "True", &reason, &message);
-            delete_active = true;
-            if counts.active == 0 && counts.terminating == 0 {
-                set_condition(&mut status, "Failed", "True", &reason, &message);
-                info!(job = %name, %reason, "job-controller: Job failed");
+            set_condition(status, "FailureTarget", "True", &reason, &message);
+            if settled {
+                set_condition(status, "Failed", "True", &reason, &message);
+                info!(job = %self.name, %reason, "job-controller: Job failed");
             }
-        } else if complete {
-            requeue = None;
+            return Ok(Plan {
+                delete_active: true,
+                requeue: None,
+            });
+        }
+        if complete {
             set_condition(
-                &mut status,
+                status,
                 "SuccessCriteriaMet",
                 "True",
                 REASON_COMPLETIONS,
                 MESSAGE_COMPLETIONS,
             );
-            delete_active = true;
-            if counts.active == 0 && counts.terminating == 0 {
+            if settled {
                 set_condition(
-                    &mut status,
+                    status,
                     "Complete",
                     "True",
                     REASON_COMPLETIONS,
                     MESSAGE_COMPLETIONS,
                 );
                 status.completion_time = Some(now());
-                info!(job = %name, "job-controller: Job complete");
+                info!(job = %self.name, "job-controller: Job complete");
             }
-        } else {
-            let wanted = match completions {
-                Some(c) => parallelism.min((c - succeeded).max(0)),
-                None => {
-                    if succeeded > 0 {
-                        0
-                    } else {
-                        parallelism
-                    }
-                }
-            };
-            let missing = wanted - counts.active;
-            // The Job may have been deleted since it was read (its pods garbage-collected):
-            // a pod created now would be an orphan, so look again right before creating.
-            let still_there = missing > 0
-                && jobs.get_opt(&name).await?.is_some_and(|j| {
-                    j.uid().as_deref() == Some(uid.as_str())
-                        && j.metadata.deletion_timestamp.is_none()
-                });
-            if still_there {
-                match pod_for(&job) {
-                    Some(pod) => {
-                        for _ in 0..missing {
-                            let created = pods_api.create(&PostParams::default(), &pod).await?;
-                            info!(job = %name, pod = %created.name_any(), "job-controller: created pod");
-                        }
-                    }
-                    None => {
-                        warn!(job = %name, "job-controller: Job has no pod template spec; skipped")
-                    }
-                }
-            }
+            return Ok(Plan {
+                delete_active: true,
+                requeue: None,
+            });
         }
+        let wanted = match limits.completions {
+            Some(c) => limits.parallelism.min((c - succeeded).max(0)),
+            None => {
+                if succeeded > 0 {
+                    0
+                } else {
+                    limits.parallelism
+                }
+            }
+        };
+        self.create_pods(wanted - counts.active).await?;
+        Ok(Plan {
+            delete_active: false,
+            requeue,
+        })
     }
 
-    if delete_active {
-        for p in &active_pods {
-            match pods_api
+    /// Creates `missing` pods (none when `missing <= 0`).
+    async fn create_pods(&self, missing: i32) -> Result<(), Error> {
+        // The Job may have been deleted since it was read (its pods garbage-collected):
+        // a pod created now would be an orphan, so look again right before creating.
+        let still_there = missing > 0
+            && self.jobs.get_opt(self.name).await?.is_some_and(|j| {
+                j.uid().as_deref() == Some(self.uid) && j.metadata.deletion_timestamp.is_none()
+            });
+        if !still_there {
+            return Ok(());
+        }
+        let Some(pod) = pod_for(self.job) else {
+            warn!(job = %self.name, "job-controller: Job has no pod template spec; skipped");
+            return Ok(());
+        };
+        for _ in 0..missing {
+            let created = self.pods.create(&PostParams::default(), &pod).await?;
+            info!(job = %self.name, pod = %created.name_any(), "job-controller: created pod");
+        }
+        Ok(())
+    }
+
+    async fn delete_pods(&self, pods: &[&Pod]) -> Result<(), Error> {
+        for p in pods {
+            match self
+                .pods
                 .delete(&p.name_any(), &DeleteParams::default())
                 .await
             {
@@ -409,30 +550,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 Err(e) => return Err(e.into()),
             }
         }
+        Ok(())
     }
-
-    // Re-count after our own deletions would need another list; the pod events bring us back.
-    status.active = nonzero(if delete_active { 0 } else { counts.active });
-    status.ready = Some(if delete_active { 0 } else { counts.ready });
-    status.terminating = Some(
-        counts.terminating
-            + if delete_active {
-                active_pods.len() as i32
-            } else {
-                0
-            },
-    );
-    status.succeeded = nonzero(succeeded);
-    status.failed = nonzero(failed);
-    status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
-
-    if status != old_status {
-        let mut updated = job.clone();
-        updated.status = Some(status);
-        jobs.replace_status(&name, &PostParams::default(), &updated)
-            .await?;
-    }
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
@@ -273,83 +273,134 @@ impl PodRef {
     }
 }
 
-async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut cancel: watch::Receiver<bool>) {
-    let ns = pod.namespace().unwrap_or_else(|| "default".into());
-    let name = pod.name_any();
-    let uid = pod.uid().unwrap_or_default();
-    let me = PodRef {
-        api: Api::namespaced(ctx.client.clone(), &ns),
-        ns: ns.clone(),
-        name: name.clone(),
-        uid: uid.clone(),
-    };
-    let start_time = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.start_time.clone())
-        .unwrap_or_else(now);
-    let base = Observed {
-        phase: Phase::Pending,
-        start_time: start_time.clone(),
-        container_id: None,
-        restart_count: 0,
-        state: waiting("ContainerCreating", None),
-        last_state: None,
-        reason: None,
-        message: None,
-    };
-    let Some(spec) = pod.spec.clone() else {
-        warn!(pod = %name, "kubelet: pod has no spec; marking it Failed");
-        me.write(&Observed {
-            phase: Phase::Failed,
-            reason: Some("KubeSimInvalidPod".into()),
-            message: Some("pod has no spec".into()),
-            ..base
-        })
-        .await;
+async fn run_pod(ctx: Arc<Ctx>, pod: Pod, cancel: watch::Receiver<bool>) {
+    let Some((mut run, mut obs)) = PodRun::start(ctx, pod, cancel).await else {
         return;
     };
-    let Some(container) = spec.containers.first().cloned() else {
-        warn!(pod = %name, "kubelet: pod has no containers; marking it Failed");
-        me.write(&Observed {
-            phase: Phase::Failed,
-            reason: Some("KubeSimInvalidPod".into()),
-            message: Some("pod has no containers".into()),
-            ..base
-        })
-        .await;
-        return;
-    };
-    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
-        warn!(pod = %name, "kubelet: init containers are not run by kube-sim");
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let Some(env) = run.resolve_env(&mut obs).await else {
+            return;
+        };
+        let Some((term, exit_code)) = run.run_container(&mut obs, env).await else {
+            return;
+        };
+        if !run.back_off(&mut obs, term, exit_code, backoff).await {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
-    let policy = spec
-        .restart_policy
-        .clone()
-        .unwrap_or_else(|| "Always".into());
-    let deadline = spec
-        .active_deadline_seconds
-        .map(|s| deadline_instant(&start_time, s));
-    let old_cs = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.iter().find(|c| c.name == container.name))
-        .cloned();
-    let mut obs = Observed {
-        restart_count: old_cs.as_ref().map(|c| c.restart_count).unwrap_or(0),
-        last_state: old_cs.as_ref().and_then(|c| c.last_state.clone()),
-        container_id: old_cs.as_ref().and_then(|c| c.container_id.clone()),
-        ..base
-    };
+}
 
-    // A container recorded as running that this kubelet does not run was lost (a previous
-    // kubelet incarnation ran it): report it the way a kubelet reports a vanished container.
-    if let Some(lost) = old_cs
-        .as_ref()
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.running.clone())
-    {
+/// One pod's worker: what it runs, under which restart policy and deadline, and the signal that
+/// the pod is being deleted.
+struct PodRun {
+    ctx: Arc<Ctx>,
+    me: PodRef,
+    pod: Pod,
+    container: Container,
+    policy: String,
+    deadline: Option<Instant>,
+    cancel: watch::Receiver<bool>,
+}
+
+/// How a container run ended.
+enum End {
+    Exited(ContainerOutcome),
+    Deleted,
+    Deadline,
+}
+
+impl PodRun {
+    /// Reads the pod: its container, restart policy and deadline, and the status to start from
+    /// (restart count and last state of an earlier run; a container lost by a previous kubelet
+    /// run). `None` when the pod is done already (invalid, or lost under `restartPolicy: Never`).
+    async fn start(
+        ctx: Arc<Ctx>,
+        pod: Pod,
+        cancel: watch::Receiver<bool>,
+    ) -> Option<(Self, Observed)> {
+        let ns = pod.namespace().unwrap_or_else(|| "default".into());
+        let name = pod.name_any();
+        let me = PodRef {
+            api: Api::namespaced(ctx.client.clone(), &ns),
+            ns,
+            name: name.clone(),
+            uid: pod.uid().unwrap_or_default(),
+        };
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.clone())
+            .unwrap_or_else(now);
+        let base = Observed {
+            phase: Phase::Pending,
+            start_time: start_time.clone(),
+            container_id: None,
+            restart_count: 0,
+            state: waiting("ContainerCreating", None),
+            last_state: None,
+            reason: None,
+            message: None,
+        };
+        let Some(spec) = pod.spec.clone() else {
+            warn!(pod = %name, "kubelet: pod has no spec; marking it Failed");
+            me.write(&invalid(base, "pod has no spec")).await;
+            return None;
+        };
+        let Some(container) = spec.containers.first().cloned() else {
+            warn!(pod = %name, "kubelet: pod has no containers; marking it Failed");
+            me.write(&invalid(base, "pod has no containers")).await;
+            return None;
+        };
+        if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+            warn!(pod = %name, "kubelet: init containers are not run by kube-sim");
+        }
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let deadline = spec
+            .active_deadline_seconds
+            .map(|s| deadline_instant(&start_time, s));
+        let old_cs = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == container.name))
+            .cloned();
+        let mut obs = Observed {
+            restart_count: old_cs.as_ref().map(|c| c.restart_count).unwrap_or(0),
+            last_state: old_cs.as_ref().and_then(|c| c.last_state.clone()),
+            container_id: old_cs.as_ref().and_then(|c| c.container_id.clone()),
+            ..base
+        };
+        let run = Self {
+            ctx,
+            me,
+            pod,
+            container,
+            policy,
+            deadline,
+            cancel,
+        };
+        if !run.report_lost(old_cs.as_ref(), &mut obs).await {
+            return None;
+        }
+        Some((run, obs))
+    }
+
+    /// A container recorded as running that this kubelet does not run was lost (a previous
+    /// kubelet incarnation ran it): reports it the way a kubelet reports a vanished container,
+    /// as the last state before a restart, or as the end under `restartPolicy: Never` (then
+    /// returns false: the worker is done).
+    async fn report_lost(&self, old: Option<&ContainerStatus>, obs: &mut Observed) -> bool {
+        let Some(lost) = old
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.running.clone())
+        else {
+            return true;
+        };
         let term = terminated(
             137,
             "ContainerStatusUnknown",
@@ -359,68 +410,82 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut cancel: watch::Receiver<bool>) {
             now(),
             obs.container_id.clone(),
         );
-        info!(pod = %name, "kubelet: container of a previous kubelet run was lost");
-        if policy == "Never" {
+        info!(pod = %self.me.name, "kubelet: container of a previous kubelet run was lost");
+        if self.policy == "Never" {
             obs.phase = Phase::Failed;
             obs.state = term;
-            me.write(&obs).await;
-            return;
+            self.me.write(obs).await;
+            return false;
         }
         obs.last_state = Some(term);
         obs.restart_count += 1;
+        true
     }
 
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        // Environment (retried while a referenced Secret/ConfigMap is missing).
-        let env = loop {
-            match env::resolve_env(&ctx.client, &pod, &container).await {
-                Ok(env) => break env,
+    /// The container's environment, retried every second while a referenced Secret/ConfigMap is
+    /// missing (`CreateContainerConfigError`). `None` when the worker is done (pod deleted,
+    /// deadline passed, or the pod is gone).
+    async fn resolve_env(&mut self, obs: &mut Observed) -> Option<Vec<(String, String)>> {
+        loop {
+            match env::resolve_env(&self.ctx.client, &self.pod, &self.container).await {
+                Ok(env) => return Some(env),
                 Err(message) => {
                     obs.state = waiting("CreateContainerConfigError", Some(message));
-                    if !me.write(&obs).await {
-                        return;
+                    if !self.me.write(obs).await {
+                        return None;
                     }
                     tokio::select! {
-                        _ = cancelled(&mut cancel) => { me.finish_deletion(&ctx).await; return; }
-                        _ = deadline_passed(deadline) => { fail_deadline(&me, obs).await; return; }
+                        _ = cancelled(&mut self.cancel) => { self.me.finish_deletion(&self.ctx).await; return None; }
+                        _ = deadline_passed(self.deadline) => { fail_deadline(&self.me, obs.clone()).await; return None; }
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             }
-        };
-        let (run_spec, _dir) = match prepare(&ctx, &pod, &container, env, obs.restart_count) {
+        }
+    }
+
+    /// Runs the container once and reports it Running, then terminated. Returns the terminated
+    /// state and exit code when it exited by itself; `None` when the worker is done (it could not
+    /// start, the pod was deleted, the deadline passed, or the pod is gone).
+    async fn run_container(
+        &mut self,
+        obs: &mut Observed,
+        env: Vec<(String, String)>,
+    ) -> Option<(ContainerState, i32)> {
+        let (ns, name) = (self.me.ns.clone(), self.me.name.clone());
+        let (run_spec, _dir) = match prepare(
+            &self.ctx,
+            &self.pod,
+            &self.container,
+            env,
+            obs.restart_count,
+        ) {
             Ok(x) => x,
             Err(message) => {
                 obs.phase = Phase::Failed;
                 obs.state = terminated(128, "StartError", Some(message), None, None, now(), None);
-                me.write(&obs).await;
-                return;
+                self.me.write(obs).await;
+                return None;
             }
         };
         let term_file = run_spec.termination_message_path.clone();
         let id = container_id();
         let started_at = now();
-        ctx.logs.touch(&ns, &name);
+        self.ctx.logs.touch(&ns, &name);
         // This run's output starts here (the log keeps earlier runs of the container too).
-        let log_start = ctx.logs.get(&ns, &name).map_or(0, |l| l.len());
+        let log_start = self.ctx.logs.get(&ns, &name).map_or(0, |l| l.len());
         obs.phase = Phase::Running;
         obs.container_id = Some(id.clone());
         obs.state = running(started_at.clone());
-        if !me.write(&obs).await {
-            ctx.logs.remove(&ns, &name);
-            return;
+        if !self.me.write(obs).await {
+            self.ctx.logs.remove(&ns, &name);
+            return None;
         }
 
-        enum End {
-            Exited(ContainerOutcome),
-            Deleted,
-            Deadline,
-        }
         let end = tokio::select! {
-            outcome = ctx.runner.run(run_spec) => End::Exited(outcome),
-            _ = cancelled(&mut cancel) => End::Deleted,
-            _ = deadline_passed(deadline) => End::Deadline,
+            outcome = self.ctx.runner.run(run_spec) => End::Exited(outcome),
+            _ = cancelled(&mut self.cancel) => End::Deleted,
+            _ = deadline_passed(self.deadline) => End::Deadline,
         };
         let outcome = match &end {
             End::Exited(o) => o.clone(),
@@ -431,15 +496,42 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut cancel: watch::Receiver<bool>) {
                 ..ContainerOutcome::default()
             },
         };
+        let log = LogSink::new(self.ctx.logs.clone(), &ns, &name).contents();
+        let term =
+            self.terminated_state(&outcome, &term_file, log.get(log_start..), started_at, id);
+        match end {
+            End::Deadline => {
+                obs.state = term;
+                fail_deadline(&self.me, obs.clone()).await;
+                None
+            }
+            End::Deleted => {
+                obs.state = term;
+                obs.phase = exit_phase(outcome.exit_code);
+                self.me.write(obs).await;
+                self.me.finish_deletion(&self.ctx).await;
+                None
+            }
+            End::Exited(_) => Some((term, outcome.exit_code)),
+        }
+    }
+
+    /// The terminated state of a run: exit code, reason, termination message (file, or the log
+    /// tail of this run under `FallbackToLogsOnError`).
+    fn terminated_state(
+        &self,
+        outcome: &ContainerOutcome,
+        term_file: &std::path::Path,
+        log: Option<&[u8]>,
+        started_at: Time,
+        id: String,
+    ) -> ContainerState {
         let message = termination_message(
             outcome.termination_message.clone(),
-            read_termination_file(&term_file),
+            read_termination_file(term_file),
             outcome.exit_code,
-            container.termination_message_policy.as_deref(),
-            LogSink::new(ctx.logs.clone(), &ns, &name)
-                .contents()
-                .get(log_start..)
-                .unwrap_or_default(),
+            self.container.termination_message_policy.as_deref(),
+            log.unwrap_or_default(),
         );
         let reason = outcome.reason.clone().unwrap_or_else(|| {
             if outcome.exit_code == 0 {
@@ -449,7 +541,7 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut cancel: watch::Receiver<bool>) {
             }
             .to_owned()
         });
-        let term = terminated(
+        terminated(
             outcome.exit_code,
             &reason,
             Some(message),
@@ -457,37 +549,28 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut cancel: watch::Receiver<bool>) {
             Some(started_at),
             now(),
             Some(id),
-        );
-        let exit_phase = if outcome.exit_code == 0 {
-            Phase::Succeeded
-        } else {
-            Phase::Failed
-        };
-        match end {
-            End::Deadline => {
-                obs.state = term;
-                fail_deadline(&me, obs).await;
-                return;
-            }
-            End::Deleted => {
-                obs.state = term;
-                obs.phase = exit_phase;
-                me.write(&obs).await;
-                me.finish_deletion(&ctx).await;
-                return;
-            }
-            End::Exited(_) => {}
-        }
-        let restart = match policy.as_str() {
+        )
+    }
+
+    /// After a run that exited by itself: the final status when the restart policy does not
+    /// restart it, else `CrashLoopBackOff` for `backoff`. Returns whether to run it again.
+    async fn back_off(
+        &mut self,
+        obs: &mut Observed,
+        term: ContainerState,
+        exit_code: i32,
+        backoff: Duration,
+    ) -> bool {
+        let restart = match self.policy.as_str() {
             "Never" => false,
-            "OnFailure" => outcome.exit_code != 0,
+            "OnFailure" => exit_code != 0,
             _ => true,
         };
         if !restart {
             obs.state = term;
-            obs.phase = exit_phase;
-            me.write(&obs).await;
-            return;
+            obs.phase = exit_phase(exit_code);
+            self.me.write(obs).await;
+            return false;
         }
         obs.last_state = Some(term);
         obs.restart_count += 1;
@@ -496,21 +579,38 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut cancel: watch::Receiver<bool>) {
             Some(format!(
                 "back-off {}s restarting failed container={} pod={}_{}({})",
                 backoff.as_secs(),
-                container.name,
-                name,
-                ns,
-                uid
+                self.container.name,
+                self.me.name,
+                self.me.ns,
+                self.me.uid
             )),
         );
-        if !me.write(&obs).await {
-            return;
+        if !self.me.write(obs).await {
+            return false;
         }
         tokio::select! {
-            _ = cancelled(&mut cancel) => { me.finish_deletion(&ctx).await; return; }
-            _ = deadline_passed(deadline) => { fail_deadline(&me, obs).await; return; }
-            _ = tokio::time::sleep(backoff) => {}
+            _ = cancelled(&mut self.cancel) => { self.me.finish_deletion(&self.ctx).await; false }
+            _ = deadline_passed(self.deadline) => { fail_deadline(&self.me, obs.clone()).await; false }
+            _ = tokio::time::sleep(backoff) => true,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The status of a pod kube-sim cannot run (no spec, no containers).
+fn invalid(base: Observed, message: &str) -> Observed {
+    Observed {
+        phase: Phase::Failed,
+        reason: Some("KubeSimInvalidPod".into()),
+        message: Some(message.into()),
+        ..base
+    }
+}
+
+fn exit_phase(exit_code: i32) -> Phase {
+    if exit_code == 0 {
+        Phase::Succeeded
+    } else {
+        Phase::Failed
     }
 }
 

@@ -1,8 +1,8 @@
 //! Pure construction of the Pod status a kubelet reports (no I/O; unit-tested).
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -168,15 +168,41 @@ pub(crate) fn qos_class(pod: &Pod) -> &'static str {
 
 /// The full status for `pod` given what was observed of its first container.
 pub(crate) fn build(pod: &Pod, obs: &Observed) -> PodStatus {
-    let now = now();
     let old = pod.status.clone().unwrap_or_default();
     let old_conditions = old.conditions.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    let first_running = obs.state.running.is_some();
+    let (statuses, unready) = container_statuses(&spec.containers, obs);
+    let all_ready = unready.is_empty() && !spec.containers.is_empty();
+    PodStatus {
+        phase: Some(obs.phase.as_str().to_owned()),
+        conditions: Some(conditions(old_conditions, obs, &unready, all_ready)),
+        container_statuses: Some(statuses),
+        host_ip: Some(LOCAL_IP.to_owned()),
+        host_ips: Some(vec![HostIP {
+            ip: LOCAL_IP.to_owned(),
+        }]),
+        pod_ip: Some(LOCAL_IP.to_owned()),
+        pod_ips: Some(vec![PodIP {
+            ip: LOCAL_IP.to_owned(),
+        }]),
+        qos_class: Some(qos_class(pod).to_owned()),
+        start_time: Some(obs.start_time.clone()),
+        reason: obs.reason.clone(),
+        message: obs.message.clone(),
+        ..old
+    }
+}
 
+/// The container statuses (the first container as observed, the others never run), and the
+/// names of the containers not ready.
+fn container_statuses(
+    containers: &[Container],
+    obs: &Observed,
+) -> (Vec<ContainerStatus>, Vec<String>) {
+    let first_running = obs.state.running.is_some();
     let mut statuses = Vec::new();
     let mut unready = Vec::new();
-    for (i, c) in spec.containers.iter().enumerate() {
+    for (i, c) in containers.iter().enumerate() {
         if i == 0 {
             if !first_running {
                 unready.push(c.name.clone());
@@ -210,11 +236,22 @@ pub(crate) fn build(pod: &Pod, obs: &Observed) -> PodStatus {
             });
         }
     }
+    (statuses, unready)
+}
 
+/// The pod conditions the kubelet owns, then the ones other components own (e.g.
+/// DisruptionTarget, readiness gates) as they were.
+fn conditions(
+    old_conditions: Vec<PodCondition>,
+    obs: &Observed,
+    unready: &[String],
+    all_ready: bool,
+) -> Vec<PodCondition> {
+    let now = now();
     let (ready, ready_reason, ready_message) = match obs.phase {
         Phase::Succeeded => (false, Some("PodCompleted"), None),
         Phase::Failed => (false, Some("PodFailed"), None),
-        _ if unready.is_empty() && !spec.containers.is_empty() => (true, None, None),
+        _ if all_ready => (true, None, None),
         _ => (
             false,
             Some("ContainersNotReady"),
@@ -260,7 +297,6 @@ pub(crate) fn build(pod: &Pod, obs: &Observed) -> PodStatus {
         ),
         condition(&old_conditions, "PodScheduled", true, None, None, &now),
     ];
-    // Keep conditions other components own (e.g. DisruptionTarget, readiness gates).
     let managed = [
         "PodReadyToStartContainers",
         "Initialized",
@@ -274,25 +310,7 @@ pub(crate) fn build(pod: &Pod, obs: &Observed) -> PodStatus {
             .into_iter()
             .filter(|c| !managed.contains(&c.type_.as_str())),
     );
-
-    PodStatus {
-        phase: Some(obs.phase.as_str().to_owned()),
-        conditions: Some(all),
-        container_statuses: Some(statuses),
-        host_ip: Some(LOCAL_IP.to_owned()),
-        host_ips: Some(vec![HostIP {
-            ip: LOCAL_IP.to_owned(),
-        }]),
-        pod_ip: Some(LOCAL_IP.to_owned()),
-        pod_ips: Some(vec![PodIP {
-            ip: LOCAL_IP.to_owned(),
-        }]),
-        qos_class: Some(qos_class(pod).to_owned()),
-        start_time: Some(obs.start_time.clone()),
-        reason: obs.reason.clone(),
-        message: obs.message.clone(),
-        ..old
-    }
+    all
 }
 
 /// Phase as currently recorded on the pod.

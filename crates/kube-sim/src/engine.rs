@@ -482,44 +482,9 @@ impl Engine {
             ));
         }
         Self::check_type_meta(rt, &body)?;
-        if !body["metadata"].is_object() {
-            body["metadata"] = json!({});
-        }
-        if rt.namespaced {
-            let body_ns = meta_str(&body, "namespace");
-            if body_ns.is_empty() {
-                body["metadata"]["namespace"] = json!(ns);
-            } else if body_ns != ns {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-        } else if let Some(m) = body["metadata"].as_object_mut() {
-            m.remove("namespace");
-        }
+        place_in_namespace(rt, ns, &mut body)?;
         let key = rt.store_key();
-        let mut name = meta_str(&body, "name").to_owned();
-        if name.is_empty() {
-            let prefix = meta_str(&body, "generateName").to_owned();
-            if prefix.is_empty() {
-                return Err(ApiError::invalid(
-                    &rt.group,
-                    &rt.kind,
-                    "",
-                    vec![FieldError::required(
-                        "metadata.name",
-                        "name or generateName is required",
-                    )],
-                ));
-            }
-            name = loop {
-                let candidate = format!("{prefix}{}", meta::name_suffix());
-                if st.store.get(&key, ns, &candidate).is_none() {
-                    break candidate;
-                }
-            };
-            body["metadata"]["name"] = json!(name);
-        }
+        let name = assign_name(st, rt, &key, ns, &mut body)?;
         if let Some(e) = meta::validate_name(&name, name_rule(rt)) {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, vec![e]));
         }
@@ -531,30 +496,7 @@ impl Engine {
         {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
-        // The write is processed at the request's version and converted when stored.
-        body["apiVersion"] = json!(rt.api_version());
-        body["kind"] = json!(rt.kind);
-        {
-            let m = body["metadata"]
-                .as_object_mut()
-                .ok_or_else(|| ApiError::internal("metadata"))?;
-            m.remove("resourceVersion");
-            m.remove("deletionTimestamp");
-            m.remove("deletionGracePeriodSeconds");
-            m.remove("selfLink");
-            m.insert("uid".into(), json!(meta::new_uid()));
-            m.insert("creationTimestamp".into(), json!(meta::now()));
-            if tracks_generation(rt) {
-                m.insert("generation".into(), json!(1));
-            } else {
-                m.remove("generation");
-            }
-        }
-        if rt.has_status
-            && let Some(m) = body.as_object_mut()
-        {
-            m.remove("status");
-        }
+        stamp_new(rt, &mut body)?;
         builtin::default_on_create(rt, &mut body, &st.store);
         let warnings = Self::admit(rt, &mut body, None, opts)?;
         if is_crd(rt) {
@@ -659,80 +601,8 @@ impl Engine {
         managed_mode: Managed,
     ) -> ApiResult<WriteOutcome> {
         let name = meta_str(old, "name").to_owned();
-        if status {
-            // The status endpoint changes only .status; everything else comes from the stored object.
-            let mut merged = (**old).clone();
-            match new.get("status") {
-                Some(s) => merged["status"] = s.clone(),
-                None => {
-                    if let Some(m) = merged.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            merged["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
-            new = merged;
-        } else if rt.has_status {
-            match old.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    if let Some(m) = new.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-        }
-        new["apiVersion"] = old["apiVersion"].clone();
-        new["kind"] = old["kind"].clone();
-        if !new["metadata"].is_object() {
-            new["metadata"] = json!({});
-        }
-        for f in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
-            match old["metadata"].get(f) {
-                Some(v) => new["metadata"][f] = v.clone(),
-                None => {
-                    if let Some(m) = new["metadata"].as_object_mut() {
-                        m.remove(f);
-                    }
-                }
-            }
-        }
-        if !old["metadata"]["deletionTimestamp"].is_null() {
-            let old_f: Vec<&Value> = old["metadata"]["finalizers"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            let added: Vec<String> = new["metadata"]["finalizers"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter(|f| !old_f.contains(f))
-                        .filter_map(|f| f.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !added.is_empty() {
-                return Err(ApiError::invalid(
-                    &rt.group,
-                    &rt.kind,
-                    &name,
-                    vec![FieldError::forbidden(
-                        "metadata.finalizers",
-                        &format!(
-                            "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
-                        ),
-                    )],
-                ));
-            }
-        }
+        isolate_update(rt, old, &mut new, status);
+        check_no_new_finalizers(rt, old, &new, &name)?;
         builtin::default_on_update(rt, &mut new, old);
         let warnings = if status && is_crd(rt) {
             Vec::new()
@@ -1021,4 +891,180 @@ fn decode_continue(tok: &str) -> ApiResult<(String, String)> {
         v["ns"].as_str().unwrap_or_default().to_owned(),
         v["name"].as_str().unwrap_or_default().to_owned(),
     ))
+}
+
+/// A created object's metadata is an object, and its namespace the request's (set when absent; a
+/// different one is a 400); a cluster-scoped object has none.
+fn place_in_namespace(rt: &ResourceType, ns: &str, body: &mut Value) -> ApiResult<()> {
+    if !body["metadata"].is_object() {
+        body["metadata"] = json!({});
+    }
+    if rt.namespaced {
+        let body_ns = meta_str(body, "namespace");
+        if body_ns.is_empty() {
+            body["metadata"]["namespace"] = json!(ns);
+        } else if body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    } else if let Some(m) = body["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    Ok(())
+}
+
+/// The created object's name: `metadata.name`, or `generateName` plus a suffix not taken yet.
+fn assign_name(
+    st: &State,
+    rt: &ResourceType,
+    key: &str,
+    ns: &str,
+    body: &mut Value,
+) -> ApiResult<String> {
+    let name = meta_str(body, "name").to_owned();
+    if !name.is_empty() {
+        return Ok(name);
+    }
+    let prefix = meta_str(body, "generateName").to_owned();
+    if prefix.is_empty() {
+        return Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            "",
+            vec![FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            )],
+        ));
+    }
+    let name = loop {
+        let candidate = format!("{prefix}{}", meta::name_suffix());
+        if st.store.get(key, ns, &candidate).is_none() {
+            break candidate;
+        }
+    };
+    body["metadata"]["name"] = json!(name);
+    Ok(name)
+}
+
+/// What the server sets on a created object: type meta, uid, creation time, generation 1 (when
+/// tracked); a client's resourceVersion, deletion fields, selfLink and (with a status
+/// subresource) status are dropped.
+fn stamp_new(rt: &ResourceType, body: &mut Value) -> ApiResult<()> {
+    // The write is processed at the request's version and converted when stored.
+    body["apiVersion"] = json!(rt.api_version());
+    body["kind"] = json!(rt.kind);
+    {
+        let m = body["metadata"]
+            .as_object_mut()
+            .ok_or_else(|| ApiError::internal("metadata"))?;
+        m.remove("resourceVersion");
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("selfLink");
+        m.insert("uid".into(), json!(meta::new_uid()));
+        m.insert("creationTimestamp".into(), json!(meta::now()));
+        if tracks_generation(rt) {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+    }
+    if rt.has_status
+        && let Some(m) = body.as_object_mut()
+    {
+        m.remove("status");
+    }
+    Ok(())
+}
+
+/// What a PUT/PATCH may not change: through `/status` only `.status` (and managed fields) change;
+/// elsewhere a status subresource's `.status` is kept; type meta and the server-owned metadata
+/// (name, namespace, uid, creation, deletion, generation) come from the stored object.
+fn isolate_update(rt: &ResourceType, old: &Value, new: &mut Value, status: bool) {
+    if status {
+        // The status endpoint changes only .status; everything else comes from the stored object.
+        let mut merged = old.clone();
+        match new.get("status") {
+            Some(s) => merged["status"] = s.clone(),
+            None => {
+                if let Some(m) = merged.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        merged["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
+        *new = merged;
+    } else if rt.has_status {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    new["apiVersion"] = old["apiVersion"].clone();
+    new["kind"] = old["kind"].clone();
+    if !new["metadata"].is_object() {
+        new["metadata"] = json!({});
+    }
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old["metadata"].get(f) {
+            Some(v) => new["metadata"][f] = v.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(f);
+                }
+            }
+        }
+    }
+}
+
+/// An object being deleted gets no new finalizers.
+fn check_no_new_finalizers(
+    rt: &ResourceType,
+    old: &Value,
+    new: &Value,
+    name: &str,
+) -> ApiResult<()> {
+    if !old["metadata"]["deletionTimestamp"].is_null() {
+        let old_f: Vec<&Value> = old["metadata"]["finalizers"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let added: Vec<String> = new["metadata"]["finalizers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|f| !old_f.contains(f))
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                name,
+                vec![FieldError::forbidden(
+                    "metadata.finalizers",
+                    &format!(
+                        "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
+                )],
+            ));
+        }
+    }
+    Ok(())
 }

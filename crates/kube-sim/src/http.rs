@@ -123,30 +123,8 @@ async fn route(engine: &Arc<Engine>, path: &str, req: &Req) -> ApiResult<Respons
                 .map(|d| ok_json(&d))
                 .ok_or_else(ApiError::path_not_found)
         }
-        ["api"] => {
-            engine.counters.incr("get", "discovery");
-            if discovery::wants_aggregated(req.accept()) {
-                get_only(Ok(json_response(
-                    StatusCode::OK,
-                    &discovery::aggregated(&engine.registry(), true),
-                    discovery::AGGREGATED_V2,
-                )))
-            } else {
-                get_only(Ok(ok_json(&discovery::api_versions(&engine.server_addr))))
-            }
-        }
-        ["apis"] => {
-            engine.counters.incr("get", "discovery");
-            if discovery::wants_aggregated(req.accept()) {
-                get_only(Ok(json_response(
-                    StatusCode::OK,
-                    &discovery::aggregated(&engine.registry(), false),
-                    discovery::AGGREGATED_V2,
-                )))
-            } else {
-                get_only(Ok(ok_json(&discovery::api_group_list(&engine.registry()))))
-            }
-        }
+        ["api"] => get_only(Ok(discovery_root(engine, req, true))),
+        ["apis"] => get_only(Ok(discovery_root(engine, req, false))),
         ["api", v] => {
             engine.counters.incr("get", "discovery");
             discovery::resource_list(&engine.registry(), "", v)
@@ -168,6 +146,23 @@ async fn route(engine: &Arc<Engine>, path: &str, req: &Req) -> ApiResult<Respons
         ["api", v, rest @ ..] => resource(engine, "", v, rest, req).await,
         ["apis", g, v, rest @ ..] => resource(engine, g, v, rest, req).await,
         _ => Err(ApiError::path_not_found()),
+    }
+}
+
+/// `/api` (`legacy`) or `/apis`: the aggregated discovery document when asked for, else the
+/// APIVersions / APIGroupList.
+fn discovery_root(engine: &Engine, req: &Req, legacy: bool) -> Response {
+    engine.counters.incr("get", "discovery");
+    if discovery::wants_aggregated(req.accept()) {
+        json_response(
+            StatusCode::OK,
+            &discovery::aggregated(&engine.registry(), legacy),
+            discovery::AGGREGATED_V2,
+        )
+    } else if legacy {
+        ok_json(&discovery::api_versions(&engine.server_addr))
+    } else {
+        ok_json(&discovery::api_group_list(&engine.registry()))
     }
 }
 
@@ -398,9 +393,47 @@ async fn resource(
     req: &Req,
 ) -> ApiResult<Response> {
     let t = parse_target(engine, group, version, rest)?;
-    let rt = t.rt.clone();
+    let verb = verb_of(&t, req)?;
+    if t.rt.namespaced && t.ns.is_none() && !matches!(verb, "list" | "watch") {
+        return Err(ApiError::path_not_found());
+    }
+    let label = match &t.sub {
+        Some(s) => format!("{}/{s}", t.rt.plural),
+        None => t.rt.plural.clone(),
+    };
+    engine.counters.incr(verb, &label);
+    if let Some(d) = engine.faults.latency(verb, &label) {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(e) = engine
+        .faults
+        .check(verb, &label, req.header(header::USER_AGENT))
+    {
+        return Err(e);
+    }
+    match verb {
+        "get" if t.sub.as_deref() == Some("log") => {
+            let ns = t.ns.clone().unwrap_or_default();
+            pod_log(
+                engine,
+                &t.rt,
+                &ns,
+                t.name.as_deref().unwrap_or_default(),
+                req,
+            )
+            .await
+        }
+        "get" => get(engine, &t, req),
+        "list" => list(engine, &t, req),
+        "watch" => watch(engine, &t, req),
+        _ => write(engine, &t, verb, req).await,
+    }
+}
+
+/// The Kubernetes verb of a request on a resource path (405 for a method the path has none for).
+fn verb_of(t: &Target, req: &Req) -> ApiResult<&'static str> {
     let is_watch = t.watch_path || req.flag("watch");
-    let verb = match (&req.method, t.name.is_some()) {
+    Ok(match (&req.method, t.name.is_some()) {
         (&Method::GET, false) if is_watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::GET, true) if is_watch => "watch",
@@ -415,90 +448,77 @@ async fn resource(
                 "the server does not allow this method on the requested resource",
             ));
         }
-    };
-    if rt.namespaced && t.ns.is_none() && !matches!(verb, "list" | "watch") {
-        return Err(ApiError::path_not_found());
-    }
-    let label = match &t.sub {
-        Some(s) => format!("{}/{s}", rt.plural),
-        None => rt.plural.clone(),
-    };
-    engine.counters.incr(verb, &label);
-    if let Some(d) = engine.faults.latency(verb, &label) {
-        tokio::time::sleep(d).await;
-    }
-    if let Some(e) = engine
-        .faults
-        .check(verb, &label, req.header(header::USER_AGENT))
-    {
-        return Err(e);
-    }
+    })
+}
+
+fn get(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
     let ns = t.ns.clone().unwrap_or_default();
+    let obj = engine.get(&t.rt, &ns, t.name.as_deref().unwrap_or_default())?;
+    if table::wants_table(req.accept()) {
+        let include = IncludeObject::parse(req.q("includeObject"));
+        let rv = meta_str(&obj, "resourceVersion").to_owned();
+        return Ok(ok_json(&table::table(
+            &t.rt,
+            &[obj],
+            include,
+            json!({"resourceVersion": rv}),
+            true,
+        )));
+    }
+    Ok(ok_json(&convert_single_for_accept(&obj, req.accept())))
+}
+
+fn list(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let rt = &t.rt;
+    let (labels, fields) = selectors(req, rt)?;
+    let limit = req.q("limit").and_then(|l| l.parse::<usize>().ok());
+    let res = engine.list(
+        rt,
+        t.ns.as_deref(),
+        &labels,
+        &fields,
+        limit,
+        req.q("continue"),
+    )?;
+    let mut meta = json!({"resourceVersion": res.resource_version.to_string()});
+    if let Some(c) = &res.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(r) = res.remaining {
+        meta["remainingItemCount"] = json!(r);
+    }
+    if table::wants_table(req.accept()) {
+        let include = IncludeObject::parse(req.q("includeObject"));
+        return Ok(ok_json(&table::table(rt, &res.items, include, meta, true)));
+    }
+    if wants_partial_metadata(req.accept()) {
+        let items: Vec<Value> = res.items.iter().map(partial).collect();
+        return Ok(ok_json(
+            &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": meta, "items": items}),
+        ));
+    }
+    Ok(ok_json(
+        &json!({"apiVersion": rt.api_version(), "kind": rt.list_kind, "metadata": meta, "items": res.items}),
+    ))
+}
+
+/// create, update, patch, delete, deletecollection: run off the async workers.
+async fn write(engine: &Arc<Engine>, t: &Target, verb: &str, req: &Req) -> ApiResult<Response> {
+    let rt = t.rt.clone();
+    let ns = t.ns.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
     let status = t.sub.as_deref() == Some("status");
+    let engine2 = engine.clone();
     match verb {
-        "get" if t.sub.as_deref() == Some("log") => {
-            pod_log(engine, &rt, &ns, t.name.as_deref().unwrap_or_default(), req).await
-        }
-        "get" => {
-            let obj = engine.get(&rt, &ns, t.name.as_deref().unwrap_or_default())?;
-            if table::wants_table(req.accept()) {
-                let include = IncludeObject::parse(req.q("includeObject"));
-                let rv = meta_str(&obj, "resourceVersion").to_owned();
-                return Ok(ok_json(&table::table(
-                    &rt,
-                    &[obj],
-                    include,
-                    json!({"resourceVersion": rv}),
-                    true,
-                )));
-            }
-            Ok(ok_json(&convert_single_for_accept(&obj, req.accept())))
-        }
-        "list" => {
-            let (labels, fields) = selectors(req, &rt)?;
-            let limit = req.q("limit").and_then(|l| l.parse::<usize>().ok());
-            let res = engine.list(
-                &rt,
-                t.ns.as_deref(),
-                &labels,
-                &fields,
-                limit,
-                req.q("continue"),
-            )?;
-            let mut meta = json!({"resourceVersion": res.resource_version.to_string()});
-            if let Some(c) = &res.continue_token {
-                meta["continue"] = json!(c);
-            }
-            if let Some(r) = res.remaining {
-                meta["remainingItemCount"] = json!(r);
-            }
-            if table::wants_table(req.accept()) {
-                let include = IncludeObject::parse(req.q("includeObject"));
-                return Ok(ok_json(&table::table(&rt, &res.items, include, meta, true)));
-            }
-            if wants_partial_metadata(req.accept()) {
-                let items: Vec<Value> = res.items.iter().map(partial).collect();
-                return Ok(ok_json(
-                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": meta, "items": items}),
-                ));
-            }
-            Ok(ok_json(
-                &json!({"apiVersion": rt.api_version(), "kind": rt.list_kind, "metadata": meta, "items": res.items}),
-            ))
-        }
-        "watch" => watch(engine, &t, req),
         "create" => {
             let opts = write_opts(req)?;
             let body = parse_body(req)?;
-            let engine2 = engine.clone();
             let out = run_blocking(move || engine2.create(&rt, &ns, body, &opts)).await?;
             Ok(write_response(out, req))
         }
         "update" => {
             let opts = write_opts(req)?;
             let body = parse_body(req)?;
-            let name = t.name.clone().unwrap_or_default();
-            let engine2 = engine.clone();
             let out =
                 run_blocking(move || engine2.update(&rt, &ns, &name, body, status, &opts)).await?;
             Ok(write_response(out, req))
@@ -506,9 +526,7 @@ async fn resource(
         "patch" => {
             let opts = write_opts(req)?;
             let kind = PatchType::from_content_type(req.header(header::CONTENT_TYPE), rt.custom)?;
-            let name = t.name.clone().unwrap_or_default();
             let body = req.body.clone();
-            let engine2 = engine.clone();
             let out =
                 run_blocking(move || engine2.patch(&rt, &ns, &name, kind, &body, status, &opts))
                     .await?;
@@ -516,8 +534,6 @@ async fn resource(
         }
         "delete" => {
             let opts = delete_opts(req)?;
-            let name = t.name.clone().unwrap_or_default();
-            let engine2 = engine.clone();
             let out = run_blocking(move || engine2.delete(&rt, &ns, &name, &opts)).await?;
             Ok(ok_json(&out))
         }
@@ -525,7 +541,6 @@ async fn resource(
             let opts = delete_opts(req)?;
             let (labels, fields) = selectors(req, &rt)?;
             let ns_opt = t.ns.clone();
-            let engine2 = engine.clone();
             let rt2 = rt.clone();
             let items = run_blocking(move || {
                 engine2.delete_collection(&rt2, ns_opt.as_deref(), &labels, &fields, &opts)
@@ -693,146 +708,76 @@ fn gone_event(message: String) -> Bytes {
     line(&json!({"type": "ERROR", "object": ApiError::gone(message).to_status()}))
 }
 
-fn watch(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
-    let rt = t.rt.clone();
-    let (labels, mut fields) = selectors(req, &rt)?;
-    if let Some(name) = &t.name {
-        fields = FieldSelector::parse(&format!("metadata.name={name}"), &rt.group, &rt.plural)?;
+/// The query of a watch request.
+struct WatchParams {
+    filter: WatchFilter,
+    bookmarks: bool,
+    send_initial: bool,
+    timeout: Option<Duration>,
+    rv_param: String,
+    table_mode: Option<IncludeObject>,
+}
+
+impl WatchParams {
+    fn parse(t: &Target, req: &Req) -> ApiResult<Self> {
+        let rt = &t.rt;
+        let (labels, mut fields) = selectors(req, rt)?;
+        if let Some(name) = &t.name {
+            fields = FieldSelector::parse(&format!("metadata.name={name}"), &rt.group, &rt.plural)?;
+        }
+        Ok(Self {
+            filter: WatchFilter {
+                ns: t.ns.clone(),
+                labels,
+                fields,
+            },
+            bookmarks: req.flag("allowWatchBookmarks"),
+            send_initial: req.flag("sendInitialEvents"),
+            timeout: req
+                .q("timeoutSeconds")
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            rv_param: req.q("resourceVersion").unwrap_or_default().to_owned(),
+            table_mode: table::wants_table(req.accept())
+                .then(|| IncludeObject::parse(req.q("includeObject"))),
+        })
     }
-    let filter = WatchFilter {
-        ns: t.ns.clone(),
-        labels,
-        fields,
-    };
-    let bookmarks = req.flag("allowWatchBookmarks");
-    let send_initial = req.flag("sendInitialEvents");
-    let timeout = req
-        .q("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs);
-    let rv_param = req.q("resourceVersion").unwrap_or_default().to_owned();
-    let table_mode =
-        table::wants_table(req.accept()).then(|| IncludeObject::parse(req.q("includeObject")));
+}
+
+fn watch(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let p = WatchParams::parse(t, req)?;
     let mut enc = Encoder {
-        rt: rt.clone(),
-        table: table_mode,
+        rt: t.rt.clone(),
+        table: p.table_mode,
         first: true,
     };
-    let key = rt.store_key();
-
+    let key = t.rt.store_key();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let mut initial: Vec<Bytes> = Vec::new();
     let expire = engine.faults.take_expire();
-    let (start_rv, mut rv_rx) = {
-        let st = engine.lock();
-        let current = st.store.rv();
-        let start = if expire {
-            None
-        } else if send_initial || rv_param.is_empty() || rv_param == "0" {
-            for o in st.store.list(&key, filter.ns.as_deref()) {
-                if filter.matches(&o) {
-                    initial.push(enc.event("ADDED", &o));
-                }
-            }
-            if send_initial {
-                initial.push(enc.bookmark(current, true));
-            }
-            Some(current)
-        } else {
-            let rv: u64 = rv_param.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
-            })?;
-            match st.store.events_since(&key, rv) {
-                Ok(_) => Some(rv),
-                Err(oldest) => {
-                    initial.push(gone_event(format!(
-                        "too old resource version: {rv} ({oldest})"
-                    )));
-                    None
-                }
-            }
-        };
-        (start, st.store.subscribe())
-    };
+    let (mut initial, start_rv, rv_rx) = initial_events(engine, &key, &p, &mut enc, expire)?;
     if expire {
         initial.push(gone_event(format!(
-            "too old resource version: {rv_param} (injected fault)"
+            "too old resource version: {} (injected fault)",
+            p.rv_param
         )));
     }
-    let engine = engine.clone();
     let drop_after = engine.faults.watch_drop_after();
     let mut drop_rx = engine.faults.drop_signal();
     drop_rx.borrow_and_update();
-    let bookmark_every = engine.bookmark_interval;
-    tokio::spawn(async move {
-        for b in initial {
-            if tx.send(b).await.is_err() {
-                return;
-            }
-        }
-        let Some(mut last) = start_rv else { return };
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut ticker = tokio::time::interval(bookmark_every);
-        ticker.reset();
-        let mut sent: u64 = 0;
-        loop {
-            let (events, scanned) = {
-                let st = engine.lock();
-                (st.store.events_since(&key, last), st.store.rv())
-            };
-            match events {
-                Err(oldest) => {
-                    let _ = tx
-                        .send(gone_event(format!(
-                            "too old resource version: {last} ({oldest})"
-                        )))
-                        .await;
-                    return;
-                }
-                Ok(evs) => {
-                    for ev in evs {
-                        last = ev.rv;
-                        let cur = filter.matches(&ev.object);
-                        let prev = ev.prev.as_ref().is_some_and(|p| filter.matches(p));
-                        let ty = match ev.kind {
-                            EventType::Added if cur => "ADDED",
-                            EventType::Modified if cur && prev => "MODIFIED",
-                            EventType::Modified if cur => "ADDED",
-                            EventType::Modified if prev => "DELETED",
-                            EventType::Deleted if cur || prev => "DELETED",
-                            _ => continue,
-                        };
-                        if tx.send(enc.event(ty, &ev.object)).await.is_err() {
-                            return;
-                        }
-                        sent += 1;
-                        if drop_after.is_some_and(|n| sent >= n) {
-                            return;
-                        }
-                    }
-                    last = last.max(scanned);
-                }
-            }
-            let sleep_deadline = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => futures::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                r = rv_rx.changed() => if r.is_err() { return },
-                _ = ticker.tick() => {
-                    if bookmarks && tx.send(enc.bookmark(last, false)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = sleep_deadline => return,
-                _ = drop_rx.changed() => return,
-                _ = tx.closed() => return,
-            }
-        }
-    });
+    let stream = WatchStream {
+        engine: engine.clone(),
+        key,
+        filter: p.filter,
+        enc,
+        tx,
+        rv_rx,
+        drop_rx,
+        drop_after,
+        bookmarks: p.bookmarks,
+        bookmark_every: engine.bookmark_interval,
+    };
+    tokio::spawn(stream.run(initial, start_rv, p.timeout));
     let mut resp = Response::new(stream_body(rx));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -843,4 +788,146 @@ fn watch(engine: &Arc<Engine>, t: &Target, req: &Req) -> ApiResult<Response> {
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// Under the store lock: the events a watch starts with (the current objects as ADDED for a
+/// list-then-watch or `sendInitialEvents`, or a 410 for a resourceVersion too old), the
+/// resourceVersion it streams from (`None`: it ends after the initial events), and the store's
+/// change signal.
+fn initial_events(
+    engine: &Engine,
+    key: &str,
+    p: &WatchParams,
+    enc: &mut Encoder,
+    expire: bool,
+) -> ApiResult<(Vec<Bytes>, Option<u64>, tokio::sync::watch::Receiver<u64>)> {
+    let mut initial: Vec<Bytes> = Vec::new();
+    let st = engine.lock();
+    let current = st.store.rv();
+    let start = if expire {
+        None
+    } else if p.send_initial || p.rv_param.is_empty() || p.rv_param == "0" {
+        for o in st.store.list(key, p.filter.ns.as_deref()) {
+            if p.filter.matches(&o) {
+                initial.push(enc.event("ADDED", &o));
+            }
+        }
+        if p.send_initial {
+            initial.push(enc.bookmark(current, true));
+        }
+        Some(current)
+    } else {
+        let rv_param = &p.rv_param;
+        let rv: u64 = rv_param.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
+        })?;
+        match st.store.events_since(key, rv) {
+            Ok(_) => Some(rv),
+            Err(oldest) => {
+                initial.push(gone_event(format!(
+                    "too old resource version: {rv} ({oldest})"
+                )));
+                None
+            }
+        }
+    };
+    Ok((initial, start, st.store.subscribe()))
+}
+
+/// The task that streams one watch's events.
+struct WatchStream {
+    engine: Arc<Engine>,
+    key: String,
+    filter: WatchFilter,
+    enc: Encoder,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    rv_rx: tokio::sync::watch::Receiver<u64>,
+    drop_rx: tokio::sync::watch::Receiver<u64>,
+    /// Injected fault: end the watch after this many events.
+    drop_after: Option<u64>,
+    bookmarks: bool,
+    bookmark_every: Duration,
+}
+
+impl WatchStream {
+    /// Sends `initial`, then every matching change after `start_rv` until the client goes away,
+    /// the timeout passes, the history is compacted past it, or a fault drops it.
+    async fn run(mut self, initial: Vec<Bytes>, start_rv: Option<u64>, timeout: Option<Duration>) {
+        for b in initial {
+            if self.tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        let Some(mut last) = start_rv else { return };
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut ticker = tokio::time::interval(self.bookmark_every);
+        ticker.reset();
+        let mut sent: u64 = 0;
+        loop {
+            if !self.send_changes(&mut last, &mut sent).await {
+                return;
+            }
+            let sleep_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => futures::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = self.rv_rx.changed() => if r.is_err() { return },
+                _ = ticker.tick() => {
+                    if self.bookmarks && self.tx.send(self.enc.bookmark(last, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = sleep_deadline => return,
+                _ = self.drop_rx.changed() => return,
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Sends the changes after `last` that the filter sees (as ADDED/MODIFIED/DELETED by how
+    /// the object moved in or out of the selection) and moves `last` past what the store has.
+    /// Returns whether the watch goes on.
+    async fn send_changes(&mut self, last: &mut u64, sent: &mut u64) -> bool {
+        let (events, scanned) = {
+            let st = self.engine.lock();
+            (st.store.events_since(&self.key, *last), st.store.rv())
+        };
+        let evs = match events {
+            Ok(evs) => evs,
+            Err(oldest) => {
+                let _ = self
+                    .tx
+                    .send(gone_event(format!(
+                        "too old resource version: {last} ({oldest})"
+                    )))
+                    .await;
+                return false;
+            }
+        };
+        for ev in evs {
+            *last = ev.rv;
+            let cur = self.filter.matches(&ev.object);
+            let prev = ev.prev.as_ref().is_some_and(|p| self.filter.matches(p));
+            let ty = match ev.kind {
+                EventType::Added if cur => "ADDED",
+                EventType::Modified if cur && prev => "MODIFIED",
+                EventType::Modified if cur => "ADDED",
+                EventType::Modified if prev => "DELETED",
+                EventType::Deleted if cur || prev => "DELETED",
+                _ => continue,
+            };
+            if self.tx.send(self.enc.event(ty, &ev.object)).await.is_err() {
+                return false;
+            }
+            *sent += 1;
+            if self.drop_after.is_some_and(|n| *sent >= n) {
+                return false;
+            }
+        }
+        *last = (*last).max(scanned);
+        true
+    }
 }

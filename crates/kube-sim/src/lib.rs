@@ -136,23 +136,7 @@ impl KubeSimBuilder {
     }
 
     pub async fn start(self) -> anyhow::Result<KubeSim> {
-        let mut store = Store::new(self.history);
-        let wal = match &self.state_file {
-            Some(path) => {
-                let records = Wal::read(path)?;
-                for r in records {
-                    let (key, object) = events::migrate_record(&r.key, r.object);
-                    match (r.op.as_str(), object) {
-                        ("put", Some(obj)) => store.load(&key, obj, r.rv),
-                        ("del", _) => store.unload(&key, &r.ns, &r.name, r.rv),
-                        _ => {}
-                    }
-                }
-                Some(Wal::create_with_snapshot(path, &store.snapshot())?)
-            }
-            None => None,
-        };
-        store.finish_load(wal);
+        let store = load_store(self.history, self.state_file.as_deref())?;
 
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
         let local = listener.local_addr()?;
@@ -195,19 +179,7 @@ impl KubeSimBuilder {
 
         let client = client_for(&base_url, None)?;
 
-        let kubelet = match self.kubelet {
-            KubeletMode::Disabled => None,
-            KubeletMode::Default => Some(kube_sim_kubelet::spawn(
-                client_for(&base_url, Some(KUBELET_USER_AGENT))?,
-                logs.clone(),
-                Arc::new(kube_sim_kubelet::LocalProcessRunner),
-            )),
-            KubeletMode::Runner(r) => Some(kube_sim_kubelet::spawn(
-                client_for(&base_url, Some(KUBELET_USER_AGENT))?,
-                logs.clone(),
-                r,
-            )),
-        };
+        let kubelet = spawn_kubelet(self.kubelet, &base_url, &logs)?;
 
         Ok(KubeSim {
             client,
@@ -223,6 +195,50 @@ impl KubeSimBuilder {
             kubelet,
         })
     }
+}
+
+/// The store, loaded from the state file's write-ahead log when there is one (which is then
+/// compacted to a snapshot and kept for appends).
+fn load_store(history: usize, state_file: Option<&std::path::Path>) -> anyhow::Result<Store> {
+    let mut store = Store::new(history);
+    let wal = match state_file {
+        Some(path) => {
+            let records = Wal::read(path)?;
+            for r in records {
+                let (key, object) = events::migrate_record(&r.key, r.object);
+                match (r.op.as_str(), object) {
+                    ("put", Some(obj)) => store.load(&key, obj, r.rv),
+                    ("del", _) => store.unload(&key, &r.ns, &r.name, r.rv),
+                    _ => {}
+                }
+            }
+            Some(Wal::create_with_snapshot(path, &store.snapshot())?)
+        }
+        None => None,
+    };
+    store.finish_load(wal);
+    Ok(store)
+}
+
+/// The kubelet and Job controller, as configured (their clients identify as the kubelet).
+fn spawn_kubelet(
+    mode: KubeletMode,
+    base_url: &str,
+    logs: &PodLogs,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    Ok(match mode {
+        KubeletMode::Disabled => None,
+        KubeletMode::Default => Some(kube_sim_kubelet::spawn(
+            client_for(base_url, Some(KUBELET_USER_AGENT))?,
+            logs.clone(),
+            Arc::new(kube_sim_kubelet::LocalProcessRunner),
+        )),
+        KubeletMode::Runner(r) => Some(kube_sim_kubelet::spawn(
+            client_for(base_url, Some(KUBELET_USER_AGENT))?,
+            logs.clone(),
+            r,
+        )),
+    })
 }
 
 /// A running server. Dropping it stops the server, the kubelet and every open watch.

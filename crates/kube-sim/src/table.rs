@@ -156,32 +156,7 @@ fn parse_path(path: &str) -> Vec<Step> {
                 }
                 let inner: String = chars[start..i.min(chars.len())].iter().collect();
                 i += 1;
-                let inner = inner.trim();
-                if inner == "*" {
-                    steps.push(Step::All);
-                } else if let Ok(n) = inner.parse::<usize>() {
-                    steps.push(Step::Index(n));
-                } else if let Some(f) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
-                    if let Some((lhs, rhs)) = f.split_once("==") {
-                        let field = lhs.trim().trim_start_matches("@.").to_owned();
-                        let rhs = rhs.trim();
-                        let val = if let Some(s) =
-                            rhs.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
-                        {
-                            json!(s)
-                        } else if let Some(s) =
-                            rhs.strip_prefix('\'').and_then(|r| r.strip_suffix('\''))
-                        {
-                            json!(s)
-                        } else {
-                            serde_json::from_str(rhs).unwrap_or(json!(rhs))
-                        };
-                        steps.push(Step::Filter(field, val));
-                    }
-                } else {
-                    let key = inner.trim_matches('\'').trim_matches('"').to_owned();
-                    steps.push(Step::Field(key));
-                }
+                steps.extend(bracket_step(inner.trim()));
             }
             _ => {
                 // A path without the leading dot: treat as a field name.
@@ -194,6 +169,31 @@ fn parse_path(path: &str) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// The step a `[...]` stands for: `*`, an index, a `?(@.field==value)` filter, or a quoted key.
+fn bracket_step(inner: &str) -> Option<Step> {
+    if inner == "*" {
+        return Some(Step::All);
+    }
+    if let Ok(n) = inner.parse::<usize>() {
+        return Some(Step::Index(n));
+    }
+    if let Some(f) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+        let (lhs, rhs) = f.split_once("==")?;
+        let field = lhs.trim().trim_start_matches("@.").to_owned();
+        let rhs = rhs.trim();
+        let val = if let Some(s) = rhs.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            json!(s)
+        } else if let Some(s) = rhs.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+            json!(s)
+        } else {
+            serde_json::from_str(rhs).unwrap_or(json!(rhs))
+        };
+        return Some(Step::Filter(field, val));
+    }
+    let key = inner.trim_matches('\'').trim_matches('"').to_owned();
+    Some(Step::Field(key))
 }
 
 fn get_dotted<'a>(v: &'a Value, path: &str) -> &'a Value {
@@ -532,218 +532,265 @@ fn event_columns() -> BuiltinColumns {
     BuiltinColumns { defs, cells }
 }
 
+impl BuiltinColumns {
+    fn add(&mut self, def: Value, cell: CellFn) {
+        self.defs.push(def);
+        self.cells.push(cell);
+    }
+}
+
+/// The columns `kubectl get` shows for a built-in kind: Name, the kind's own, then Age (except
+/// where the kind places Age itself or shows none).
 fn builtin_columns(rt: &ResourceType) -> BuiltinColumns {
-    let mut defs = vec![name_col()];
-    let mut cells: Vec<CellFn> = vec![|o| o["metadata"]["name"].clone()];
-    let mut add = |d: Value, f: CellFn| {
-        defs.push(d);
-        cells.push(f);
+    let mut c = BuiltinColumns {
+        defs: vec![name_col()],
+        cells: vec![|o| o["metadata"]["name"].clone()],
     };
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Namespace") => add(
-            coldef("Status", "string", "", "The status of the namespace", 0),
-            |o| s(&o["status"]["phase"]),
-        ),
+    let trailing_age = match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Namespace") => {
+            c.add(
+                coldef("Status", "string", "", "The status of the namespace", 0),
+                |o| s(&o["status"]["phase"]),
+            );
+            true
+        }
         ("", "Pod") => {
-            add(
-                coldef(
-                    "Ready",
-                    "string",
-                    "",
-                    "The aggregate readiness state of this pod for accepting traffic.",
-                    0,
-                ),
-                pod_ready,
-            );
-            add(
-                coldef(
-                    "Status",
-                    "string",
-                    "",
-                    "The aggregate status of the containers in this pod.",
-                    0,
-                ),
-                pod_status,
-            );
-            add(
-                coldef(
-                    "Restarts",
-                    "string",
-                    "",
-                    "The number of times the containers in this pod have been restarted.",
-                    0,
-                ),
-                pod_restarts,
-            );
-            add(age_col(), |o| {
-                json!(age(&o["metadata"]["creationTimestamp"]))
-            });
-            add(
-                coldef("IP", "string", "", "The IP address assigned to the pod", 1),
-                |o| s(&o["status"]["podIP"]),
-            );
-            add(
-                coldef(
-                    "Node",
-                    "string",
-                    "",
-                    "The name of the node hosting the pod",
-                    1,
-                ),
-                |o| s(&o["spec"]["nodeName"]),
-            );
-            return BuiltinColumns { defs, cells };
+            pod_columns(&mut c);
+            false
         }
         ("batch", "Job") => {
-            add(
-                coldef("Status", "string", "", "Status of the job.", 0),
-                job_status,
-            );
-            add(
-                coldef(
-                    "Completions",
-                    "string",
-                    "",
-                    "The desired number of successfully finished pods the job should be run with.",
-                    0,
-                ),
-                job_completions,
-            );
-            add(
-                coldef(
-                    "Duration",
-                    "string",
-                    "",
-                    "Time required to complete the job.",
-                    0,
-                ),
-                job_duration,
-            );
+            job_columns(&mut c);
+            true
         }
         ("apps", "Deployment") => {
-            add(
-                coldef(
-                    "Ready",
-                    "string",
-                    "",
-                    "Number of the pod with ready state",
-                    0,
-                ),
-                |o| {
-                    json!(format!(
-                        "{}/{}",
-                        o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-                        o["spec"]["replicas"].as_i64().unwrap_or(1)
-                    ))
-                },
-            );
-            add(
-                coldef(
-                    "Up-to-date",
-                    "integer",
-                    "",
-                    "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
-                    0,
-                ),
-                |o| json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
-            );
-            add(
-                coldef(
-                    "Available",
-                    "integer",
-                    "",
-                    "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
-                    0,
-                ),
-                |o| json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
-            );
+            deployment_columns(&mut c);
+            true
         }
         ("", "Service") => {
-            add(
-                coldef("Type", "string", "", "The type of service", 0),
-                |o| json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP")),
-            );
-            add(
-                coldef(
-                    "Cluster-IP",
-                    "string",
-                    "",
-                    "The cluster IP of the service",
-                    0,
-                ),
-                |o| s(&o["spec"]["clusterIP"]),
-            );
-            add(
-                coldef(
-                    "External-IP",
-                    "string",
-                    "",
-                    "The external IP of the service",
-                    0,
-                ),
-                |_| json!("<none>"),
-            );
-            add(
-                coldef("Port(s)", "string", "", "The ports of the service", 0),
+            service_columns(&mut c);
+            true
+        }
+        ("", "ConfigMap") => {
+            c.add(
+                coldef("Data", "integer", "", "Number of data entries", 0),
                 |o| {
-                    let ports: Vec<String> = o["spec"]["ports"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|p| {
-                                    format!(
-                                        "{}/{}",
-                                        p["port"].as_i64().unwrap_or(0),
-                                        p["protocol"].as_str().unwrap_or("TCP")
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    json!(if ports.is_empty() {
-                        "<none>".to_owned()
-                    } else {
-                        ports.join(",")
-                    })
+                    json!(
+                        o["data"].as_object().map(|m| m.len()).unwrap_or(0)
+                            + o["binaryData"].as_object().map(|m| m.len()).unwrap_or(0)
+                    )
                 },
             );
+            true
         }
-        ("", "ConfigMap") => add(
-            coldef("Data", "integer", "", "Number of data entries", 0),
-            |o| {
-                json!(
-                    o["data"].as_object().map(|m| m.len()).unwrap_or(0)
-                        + o["binaryData"].as_object().map(|m| m.len()).unwrap_or(0)
-                )
-            },
-        ),
         ("", "Secret") => {
-            add(
-                coldef("Type", "string", "", "The type of the secret", 0),
-                |o| json!(o["type"].as_str().unwrap_or("Opaque")),
-            );
-            add(
-                coldef("Data", "integer", "", "Number of data entries", 0),
-                |o| json!(o["data"].as_object().map(|m| m.len()).unwrap_or(0)),
-            );
+            secret_columns(&mut c);
+            true
         }
-        ("coordination.k8s.io", "Lease") => add(
-            coldef("Holder", "string", "", "The holder of the lease", 0),
-            |o| json!(o["spec"]["holderIdentity"].as_str().unwrap_or("")),
-        ),
+        ("coordination.k8s.io", "Lease") => {
+            c.add(
+                coldef("Holder", "string", "", "The holder of the lease", 0),
+                |o| json!(o["spec"]["holderIdentity"].as_str().unwrap_or("")),
+            );
+            true
+        }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            add(coldef("Created At", "date", "", "", 0), |o| {
+            c.add(coldef("Created At", "date", "", "", 0), |o| {
                 o["metadata"]["creationTimestamp"].clone()
             });
-            return BuiltinColumns { defs, cells };
+            false
         }
         ("", "Event") | ("events.k8s.io", "Event") => return event_columns(),
-        _ => {}
+        _ => true,
+    };
+    if trailing_age {
+        c.add(age_col(), |o| {
+            json!(age(&o["metadata"]["creationTimestamp"]))
+        });
     }
-    add(age_col(), |o| {
+    c
+}
+
+/// Pod: Ready, Status, Restarts, Age, then the wide IP and Node.
+fn pod_columns(c: &mut BuiltinColumns) {
+    c.add(
+        coldef(
+            "Ready",
+            "string",
+            "",
+            "The aggregate readiness state of this pod for accepting traffic.",
+            0,
+        ),
+        pod_ready,
+    );
+    c.add(
+        coldef(
+            "Status",
+            "string",
+            "",
+            "The aggregate status of the containers in this pod.",
+            0,
+        ),
+        pod_status,
+    );
+    c.add(
+        coldef(
+            "Restarts",
+            "string",
+            "",
+            "The number of times the containers in this pod have been restarted.",
+            0,
+        ),
+        pod_restarts,
+    );
+    c.add(age_col(), |o| {
         json!(age(&o["metadata"]["creationTimestamp"]))
     });
-    BuiltinColumns { defs, cells }
+    c.add(
+        coldef("IP", "string", "", "The IP address assigned to the pod", 1),
+        |o| s(&o["status"]["podIP"]),
+    );
+    c.add(
+        coldef(
+            "Node",
+            "string",
+            "",
+            "The name of the node hosting the pod",
+            1,
+        ),
+        |o| s(&o["spec"]["nodeName"]),
+    );
+}
+
+/// Job: Status, Completions, Duration.
+fn job_columns(c: &mut BuiltinColumns) {
+    c.add(
+        coldef("Status", "string", "", "Status of the job.", 0),
+        job_status,
+    );
+    c.add(
+        coldef(
+            "Completions",
+            "string",
+            "",
+            "The desired number of successfully finished pods the job should be run with.",
+            0,
+        ),
+        job_completions,
+    );
+    c.add(
+        coldef(
+            "Duration",
+            "string",
+            "",
+            "Time required to complete the job.",
+            0,
+        ),
+        job_duration,
+    );
+}
+
+/// Deployment: Ready, Up-to-date, Available.
+fn deployment_columns(c: &mut BuiltinColumns) {
+    c.add(
+        coldef(
+            "Ready",
+            "string",
+            "",
+            "Number of the pod with ready state",
+            0,
+        ),
+        |o| {
+            json!(format!(
+                "{}/{}",
+                o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                o["spec"]["replicas"].as_i64().unwrap_or(1)
+            ))
+        },
+    );
+    c.add(
+        coldef(
+            "Up-to-date",
+            "integer",
+            "",
+            "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            0,
+        ),
+        |o| json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
+    );
+    c.add(
+        coldef(
+            "Available",
+            "integer",
+            "",
+            "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            0,
+        ),
+        |o| json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
+    );
+}
+
+/// Service: Type, Cluster-IP, External-IP, Port(s).
+fn service_columns(c: &mut BuiltinColumns) {
+    c.add(
+        coldef("Type", "string", "", "The type of service", 0),
+        |o| json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP")),
+    );
+    c.add(
+        coldef(
+            "Cluster-IP",
+            "string",
+            "",
+            "The cluster IP of the service",
+            0,
+        ),
+        |o| s(&o["spec"]["clusterIP"]),
+    );
+    c.add(
+        coldef(
+            "External-IP",
+            "string",
+            "",
+            "The external IP of the service",
+            0,
+        ),
+        |_| json!("<none>"),
+    );
+    c.add(
+        coldef("Port(s)", "string", "", "The ports of the service", 0),
+        |o| {
+            let ports: Vec<String> = o["spec"]["ports"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| {
+                            format!(
+                                "{}/{}",
+                                p["port"].as_i64().unwrap_or(0),
+                                p["protocol"].as_str().unwrap_or("TCP")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!(if ports.is_empty() {
+                "<none>".to_owned()
+            } else {
+                ports.join(",")
+            })
+        },
+    );
+}
+
+/// Secret: Type, Data.
+fn secret_columns(c: &mut BuiltinColumns) {
+    c.add(
+        coldef("Type", "string", "", "The type of the secret", 0),
+        |o| json!(o["type"].as_str().unwrap_or("Opaque")),
+    );
+    c.add(
+        coldef("Data", "integer", "", "Number of data entries", 0),
+        |o| json!(o["data"].as_object().map(|m| m.len()).unwrap_or(0)),
+    );
 }
 
 fn custom_cell(col: &crate::registry::PrinterColumn, obj: &Value) -> Value {

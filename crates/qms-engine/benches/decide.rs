@@ -2,7 +2,7 @@
 //! Prints numbers (no assertions): the cost of `decide` on a workflow in the middle of a step,
 //! on an idle (fixed-point) workflow, and of a whole standard review from start to COMPLETED.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support.rs"]
 mod support;
 
 use std::hint::black_box;

@@ -21,7 +21,7 @@
 //! The semantic choices are described in the crate's README.md.
 #![forbid(unsafe_code)]
 
-// Lets the shared test fixtures (tests/support) name this crate the same way from unit tests.
+// Lets the shared test fixtures (tests/it/support.rs) name this crate the same way from unit tests.
 #[cfg(test)]
 extern crate self as qms_engine;
 

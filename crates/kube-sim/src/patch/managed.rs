@@ -448,9 +448,56 @@ pub fn apply(
     let applied_set = fieldset(applied, shape, scope);
     let is_mine =
         |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == sub;
+    let conflicts = conflicts(&entries, &applied_set, live, applied, &is_mine, &sub);
+    if !conflicts.is_empty() && !force {
+        return Err(conflicts
+            .into_iter()
+            .map(|(p, m, v)| Conflict {
+                field: render_path(&p),
+                manager: m,
+                api_version: v,
+            })
+            .collect());
+    }
+    // Forced: the fields in conflict change owner.
+    for (p, m, _) in &conflicts {
+        for e in entries
+            .iter_mut()
+            .filter(|e| &e.manager == m && e.subresource == sub)
+        {
+            e.set.remove(p);
+        }
+    }
+    let mut merged = live.clone();
+    remove_unapplied(&mut merged, &entries, &applied_set, &is_mine);
+    merge_applied(&mut merged, &applied_body(applied, scope), "", shape);
+    entries.retain(|e| !is_mine(e));
+    entries.push(Entry {
+        manager: manager.to_owned(),
+        operation: "Apply".into(),
+        api_version: api_version.to_owned(),
+        time: now(),
+        subresource: sub,
+        set: applied_set,
+    });
+    entries.retain(|e| !e.set.is_empty());
+    merged["metadata"]["managedFields"] = render_entries(&entries);
+    Ok(merged)
+}
+
+/// Fields in `applied_set` that another manager (same subresource) owns with a different value:
+/// (path, manager, its apiVersion).
+fn conflicts(
+    entries: &[Entry],
+    applied_set: &FieldSet,
+    live: &Value,
+    applied: &Value,
+    is_mine: &impl Fn(&Entry) -> bool,
+    sub: &Option<String>,
+) -> Vec<(Path, String, String)> {
     let mut conflicts = Vec::new();
     for e in entries.iter() {
-        if is_mine(e) || e.subresource != sub {
+        if is_mine(e) || &e.subresource != sub {
             continue;
         }
         for p in applied_set.intersection(&e.set) {
@@ -462,34 +509,24 @@ pub fn apply(
             }
         }
     }
-    if !conflicts.is_empty() && !force {
-        return Err(conflicts
-            .into_iter()
-            .map(|(p, m, v)| Conflict {
-                field: render_path(&p),
-                manager: m,
-                api_version: v,
-            })
-            .collect());
-    }
-    for (p, m, _) in &conflicts {
-        for e in entries
-            .iter_mut()
-            .filter(|e| &e.manager == m && e.subresource == sub)
-        {
-            e.set.remove(p);
-        }
-    }
+    conflicts
+}
+
+/// Removes from `merged` the fields this manager applied before but no longer does, and nobody
+/// else owns. Shallowest first: once a list item (or map) is removed, its fields go with it;
+/// removing the fields first would leave an item whose key no longer identifies it.
+fn remove_unapplied(
+    merged: &mut Value,
+    entries: &[Entry],
+    applied_set: &FieldSet,
+    is_mine: &impl Fn(&Entry) -> bool,
+) {
     let previous: FieldSet = entries
         .iter()
         .filter(|e| is_mine(e))
         .flat_map(|e| e.set.iter().cloned())
         .collect();
-    let mut merged = live.clone();
-    // Fields this manager applied before but no longer does, and nobody else owns, are removed.
-    // Shallowest first: once a list item (or map) is removed, its fields go with it; removing
-    // the fields first would leave an item whose key no longer identifies it.
-    let mut to_remove: Vec<&Path> = previous.difference(&applied_set).collect();
+    let mut to_remove: Vec<&Path> = previous.difference(applied_set).collect();
     to_remove.sort_by_key(|p| p.len());
     let mut removed: Vec<&Path> = Vec::new();
     for p in to_remove {
@@ -504,10 +541,15 @@ pub fn apply(
             .iter()
             .any(|q| q.len() > p.len() && q.starts_with(p));
         if !owned_elsewhere && !still_applied {
-            remove_path(&mut merged, p);
+            remove_path(merged, p);
             removed.push(p);
         }
     }
+}
+
+/// What of the applied configuration is merged: not its type meta, only (or no) status per
+/// `scope`, no server-owned metadata except name and namespace.
+fn applied_body(applied: &Value, scope: Scope) -> Value {
     let mut applied_body = applied.clone();
     if let Some(m) = applied_body.as_object_mut() {
         m.remove("apiVersion");
@@ -527,19 +569,7 @@ pub fn apply(
             }
         }
     }
-    merge_applied(&mut merged, &applied_body, "", shape);
-    entries.retain(|e| !is_mine(e));
-    entries.push(Entry {
-        manager: manager.to_owned(),
-        operation: "Apply".into(),
-        api_version: api_version.to_owned(),
-        time: now(),
-        subresource: sub,
-        set: applied_set,
-    });
-    entries.retain(|e| !e.set.is_empty());
-    merged["metadata"]["managedFields"] = render_entries(&entries);
-    Ok(merged)
+    applied_body
 }
 
 #[cfg(test)]

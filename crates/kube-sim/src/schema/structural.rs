@@ -2,7 +2,7 @@
 //! apiserver enforces for `apiextensions.k8s.io/v1` (every node typed, no `$ref`, metadata only
 //! restricting name/generateName, ...). Error paths and messages follow apiextensions-apiserver.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::error::FieldError;
 
@@ -55,6 +55,12 @@ pub fn check_crd(crd: &Value) -> Vec<FieldError> {
         None => errs.push(FieldError::required("spec.scope", "")),
     }
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    check_versions(&versions, &mut errs);
+    errs
+}
+
+/// Exactly one storage version; each version named, with a schema, and valid printer columns.
+fn check_versions(versions: &[Value], errs: &mut Vec<FieldError>) {
     if versions.is_empty() {
         errs.push(FieldError::required(
             "spec.versions",
@@ -92,36 +98,40 @@ pub fn check_crd(crd: &Value) -> Vec<FieldError> {
                 &v["schema"]["openAPIV3Schema"],
                 &format!("{base}.schema.openAPIV3Schema"),
                 Level::Root,
-                &mut errs,
+                errs,
             ),
         }
-        if let Some(cols) = v["additionalPrinterColumns"].as_array() {
-            for (j, c) in cols.iter().enumerate() {
-                let p = format!("{base}.additionalPrinterColumns[{j}]");
-                if c["name"].as_str().unwrap_or_default().is_empty() {
-                    errs.push(FieldError::required(format!("{p}.name"), ""));
-                }
-                if c["jsonPath"].as_str().unwrap_or_default().is_empty() {
-                    errs.push(FieldError::required(format!("{p}.jsonPath"), ""));
-                }
-                let t = c["type"].as_str().unwrap_or_default();
-                if !["integer", "number", "string", "boolean", "date"].contains(&t) {
-                    errs.push(FieldError::not_supported(
-                        format!("{p}.type"),
-                        &json!(t),
-                        &[
-                            json!("boolean"),
-                            json!("date"),
-                            json!("integer"),
-                            json!("number"),
-                            json!("string"),
-                        ],
-                    ));
-                }
+        check_printer_columns(v, &base, errs);
+    }
+}
+
+/// `additionalPrinterColumns`: name, jsonPath, and a known type.
+fn check_printer_columns(v: &Value, base: &str, errs: &mut Vec<FieldError>) {
+    if let Some(cols) = v["additionalPrinterColumns"].as_array() {
+        for (j, c) in cols.iter().enumerate() {
+            let p = format!("{base}.additionalPrinterColumns[{j}]");
+            if c["name"].as_str().unwrap_or_default().is_empty() {
+                errs.push(FieldError::required(format!("{p}.name"), ""));
+            }
+            if c["jsonPath"].as_str().unwrap_or_default().is_empty() {
+                errs.push(FieldError::required(format!("{p}.jsonPath"), ""));
+            }
+            let t = c["type"].as_str().unwrap_or_default();
+            if !["integer", "number", "string", "boolean", "date"].contains(&t) {
+                errs.push(FieldError::not_supported(
+                    format!("{p}.type"),
+                    &json!(t),
+                    &[
+                        json!("boolean"),
+                        json!("date"),
+                        json!("integer"),
+                        json!("number"),
+                        json!("string"),
+                    ],
+                ));
             }
         }
     }
-    errs
 }
 
 fn check_schema(s: &Value, path: &str, level: Level, errs: &mut Vec<FieldError>) {
@@ -135,6 +145,26 @@ fn check_schema(s: &Value, path: &str, level: Level, errs: &mut Vec<FieldError>)
             "$ref is not supported",
         ));
     }
+    let ty = check_type(obj, path, level, errs);
+    if obj.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.uniqueItems"),
+            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+        ));
+    }
+    check_children(obj, ty, path, level, errs);
+    check_list_type(obj, ty, path, errs);
+    check_validations(obj, path, errs);
+}
+
+/// The node's type: set (unless int-or-string or preserving unknown fields), known, `object` at
+/// the root. Returns it (empty when unset).
+fn check_type<'a>(
+    obj: &'a Map<String, Value>,
+    path: &str,
+    level: Level,
+    errs: &mut Vec<FieldError>,
+) -> &'a str {
     let ty = obj.get("type").and_then(Value::as_str).unwrap_or_default();
     let int_or_string = obj
         .get("x-kubernetes-int-or-string")
@@ -178,12 +208,17 @@ fn check_schema(s: &Value, path: &str, level: Level, errs: &mut Vec<FieldError>)
             "must be object at the root",
         ));
     }
-    if obj.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
-        errs.push(FieldError::forbidden(
-            format!("{path}.uniqueItems"),
-            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
-        ));
-    }
+    ty
+}
+
+/// `additionalProperties`, `properties` and `items`, each checked as a schema in turn.
+fn check_children(
+    obj: &Map<String, Value>,
+    ty: &str,
+    path: &str,
+    level: Level,
+    errs: &mut Vec<FieldError>,
+) {
     if let Some(ap) = obj.get("additionalProperties") {
         if obj.contains_key("properties") {
             errs.push(FieldError::forbidden(
@@ -234,6 +269,10 @@ fn check_schema(s: &Value, path: &str, level: Level, errs: &mut Vec<FieldError>)
         )),
         None => {}
     }
+}
+
+/// `x-kubernetes-list-type` (and the list-map keys of a `map`).
+fn check_list_type(obj: &Map<String, Value>, ty: &str, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(lt) = obj.get("x-kubernetes-list-type") {
         let lt = lt.as_str().unwrap_or_default();
         if !["atomic", "set", "map"].contains(&lt) {
@@ -284,6 +323,10 @@ fn check_schema(s: &Value, path: &str, level: Level, errs: &mut Vec<FieldError>)
             }
         }
     }
+}
+
+/// `x-kubernetes-validations`: a list of CEL rules that compile.
+fn check_validations(obj: &Map<String, Value>, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(rules) = obj.get("x-kubernetes-validations") {
         match rules.as_array() {
             Some(rules) => {

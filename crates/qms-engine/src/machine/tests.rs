@@ -1,6 +1,6 @@
 //! Transition tests of the state machine, one behaviour each.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/it/support.rs"]
 mod support;
 
 use std::time::Duration;

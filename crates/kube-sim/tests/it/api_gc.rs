@@ -1,7 +1,7 @@
 //! Deletion: finalizers, owner-reference garbage collection (Background, Foreground, Orphan),
 //! namespace termination, deletecollection.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};

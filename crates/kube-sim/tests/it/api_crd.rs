@@ -1,8 +1,7 @@
 //! CustomResourceDefinitions: serving, structural-schema checks, validation errors, defaults,
 //! pruning and fieldValidation, status subresource, generation, printer-column Tables, CEL.
-#![recursion_limit = "256"]
 
-mod support;
+use crate::support;
 
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};

@@ -1,8 +1,7 @@
 //! Core CRUD semantics through kube::Client: optimistic concurrency, generateName, error shapes,
 //! namespaces, dry-run, list selectors and pagination.
-#![recursion_limit = "256"]
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};

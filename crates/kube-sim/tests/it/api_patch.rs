@@ -1,7 +1,7 @@
 //! PATCH: JSON patch, merge patch, strategic merge (built-ins only), server-side apply with
 //! field managers, conflicts and force.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};

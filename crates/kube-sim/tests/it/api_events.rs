@@ -4,8 +4,8 @@
 //! selectors on each API's own names; the real kubectl shows recorder events in `describe` and
 //! `get events`.
 
-mod support;
-mod tools;
+use crate::support;
+use crate::tools;
 
 use std::time::Duration;
 

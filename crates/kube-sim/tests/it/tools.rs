@@ -1,8 +1,6 @@
 //! Shared helpers of the `kubectl_*`, `helm_*` and `runtime_*` tests: a kube-sim per test, the real
 //! kubectl/helm binaries, fixtures and polling.
-#![allow(dead_code)]
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -11,8 +9,8 @@ use kube_sim::KubeSim;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-/// Hang protection for every poll in these tests; not a performance claim.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// The one poll helper (qms-testkit); [`PATIENCE`] is also the hang protection of the tool runs.
+pub use qms_testkit::{PATIENCE, eventually, poll};
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -223,45 +221,6 @@ impl Streaming {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
-}
-
-/// Polls `probe` until it yields `Some` (hang protection: [`PATIENCE`]).
-pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    poll(probe)
-        .await
-        .unwrap_or_else(|| panic!("gave up waiting for {what}"))
-}
-
-/// Polls `probe` until it yields `Some`; `None` when [`PATIENCE`] ran out (for custom reports).
-pub async fn poll<T, F, Fut>(mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Parses YAML/JSON fixtures into objects (multi-document YAML allowed).
-pub fn read_objects(name: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(fixture(name)).expect("fixture readable");
-    serde_saphyr::from_multiple::<serde_json::Value>(&text)
-        .expect("fixture parses")
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
 }
 
 impl Streaming {

@@ -1,7 +1,7 @@
 //! kube-runtime's watcher, reflector and Controller (with `.owns(Api<Job>)`) run unmodified
 //! against kube-sim, including recovery from injected watch faults.
 
-mod tools;
+use crate::tools;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,3 @@
-#![forbid(unsafe_code)]
 //! The container image holds only the operator: the package the Dockerfile builds, with the
 //! features it builds it with, depends (normal edges, what `cargo build --release` links) on
 //! neither kube-sim nor kube-sim-kubelet. The local playground on kube-sim is the `qms-dev` crate.
@@ -110,6 +109,23 @@ fn the_image_links_no_simulator() {
     assert!(
         linked.is_empty(),
         "the image would link {linked:?}: keep them dev-dependencies of qms-operator (the playground is crates/qms-dev)"
+    );
+}
+
+/// The shared test helpers (crates/qms-testkit) are a dev-dependency only: the image never links
+/// them.
+#[test]
+fn the_image_links_no_test_helpers() {
+    let root = repo_root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    let deps = normal_dependencies(&root, &dockerfile_build_selection(&dockerfile));
+    assert!(
+        deps.iter().any(|d| d == "qms-operator"),
+        "qms-operator missing in {deps:?}"
+    );
+    assert!(
+        !deps.iter().any(|d| d == "qms-testkit"),
+        "the image would link qms-testkit: keep it under [dev-dependencies]"
     );
 }
 

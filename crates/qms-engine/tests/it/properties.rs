@@ -2,7 +2,7 @@
 //! succeeding, failing, disappearing; time advancing; approvals; new SHAs; retries; restarts
 //! (re-deciding from the last written status) and lost status writes.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

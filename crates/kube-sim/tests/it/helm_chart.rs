@@ -1,6 +1,6 @@
 //! The real helm 4 against kube-sim: install, list and uninstall a chart with common kinds.
 
-mod tools;
+use crate::tools;
 
 use tools::{Cluster, fixture};
 

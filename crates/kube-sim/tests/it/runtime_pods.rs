@@ -1,6 +1,6 @@
 //! Kubelet semantics for bare Pods (crate kube-sim-kubelet) observed through kube::Client.
 
-mod tools;
+use crate::tools;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};

@@ -1,6 +1,6 @@
 //! The real kubectl 1.35 against kube-sim's Job controller and kubelet: logs and wait.
 
-mod tools;
+use crate::tools;
 
 use tools::{Cluster, fixture};
 

@@ -1,6 +1,6 @@
 //! Job controller and kubelet semantics (crate kube-sim-kubelet) observed through kube::Client.
 
-mod tools;
+use crate::tools;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,4 @@
 //! Shared helpers for the `api_*` tests: raw HTTP through the sim's kube::Client, a test CRD.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

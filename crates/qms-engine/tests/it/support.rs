@@ -4,208 +4,39 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use qms_api::*;
 use qms_engine::{
     Action, AgentView, Decision, EngineConfig, EventType, JobObservation, JobPhase, Observed,
     TaskSpec, decide,
 };
 
-pub const SHA: &str = "abc1234";
+// The scenario tests, the unit tests and the bench each use a part of these.
+#[allow(unused_imports)]
+pub use qms_testkit::fixtures::{
+    SHA, dur, good_metrics, result_json, standard_gates, standard_template, t0,
+};
+
 pub const SHA2: &str = "def5678";
 
-pub fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2025-08-17T06:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .expect("valid literal")
-}
-
-pub fn dur(s: &str) -> KubeDuration {
-    KubeDuration::parse(s).expect("valid duration literal")
-}
-
-pub fn step(name: &str, type_: StepType, agents: &[&str], gates: &[&str]) -> TemplateStep {
-    TemplateStep {
-        name: name.into(),
-        type_,
-        agents: agents.iter().map(|a| AgentSelector::by_name(*a)).collect(),
-        quality_gates: gates.iter().map(|g| g.to_string()).collect(),
-        timeout: None,
-        retry_policy: None,
-        condition: None,
-        parallel_reviews: false,
-        escalation: None,
-        states: None,
-    }
-}
-
-/// The seed's standard-qms-review (spec §2.3) as a WorkflowTemplate.
-pub fn standard_template() -> WorkflowTemplateSpec {
-    let mut dor = step(
-        "dor-validation",
-        StepType::Parallel,
-        &["qms-dor-validator"],
-        &["basic-checks", "security-scan"],
-    );
-    dor.timeout = Some(dur("300s"));
-    dor.retry_policy = Some(RetryPolicy::default());
-    let mut progress = step(
-        "progress-reviews",
-        StepType::Conditional,
-        &["qms-code-reviewer", "qms-testing-specialist"],
-        &["code-coverage", "performance-test"],
-    );
-    progress.condition = Some("dor-validation.success".into());
-    progress.timeout = Some(dur("900s"));
-    progress.parallel_reviews = true;
-    let mut dod = step(
-        "dod-validation",
-        StepType::Sequential,
-        &["qms-dod-validator"],
-        &["final-checks", "compliance-audit"],
-    );
-    dod.condition = Some("progress-reviews.success".into());
-    dod.timeout = Some(dur("600s"));
-    let mut fin = step(
-        "final-review",
-        StepType::Manual,
-        &["qms-quality-coordinator"],
-        &[],
-    );
-    fin.condition = Some("dod-validation.success".into());
-    fin.timeout = Some(dur("3600s"));
-    fin.escalation = Some(Escalation {
-        enabled: true,
-        after: Some(dur("1800s")),
-    });
-    WorkflowTemplateSpec {
-        version: Some("2.3".into()),
-        repositories: vec![],
-        default: true,
-        merge_groups: Default::default(),
-        timeout: None,
-        steps: vec![dor, progress, dod, fin],
-        repository_dispatch: None,
-    }
-}
-
-pub fn gate(
-    metric: &str,
-    op: Operator,
-    threshold: f64,
-    unit: Option<MetricUnit>,
-) -> QualityGateSpec {
-    QualityGateSpec {
-        step: None,
-        type_: GateType::Threshold,
-        metric: Some(metric.into()),
-        operator: Some(op),
-        threshold: Some(threshold),
-        unit,
-        blocking: true,
-        timeout: None,
-        retry: 0,
-        escalation: None,
-        baseline: None,
-        gradual: None,
-    }
-}
-
-pub fn standard_gates() -> BTreeMap<String, QualityGateSpec> {
-    use MetricUnit::*;
-    BTreeMap::from([
-        (
-            "basic-checks".into(),
-            gate("basic_checks_passed", Operator::Eq, 1.0, Some(Boolean)),
-        ),
-        (
-            "security-scan".into(),
-            gate("critical_vulnerabilities", Operator::Lte, 0.0, Some(Count)),
-        ),
-        (
-            "code-coverage".into(),
-            gate("test_coverage", Operator::Gte, 80.0, Some(Percentage)),
-        ),
-        (
-            "performance-test".into(),
-            gate("p95_latency", Operator::Lte, 500.0, Some(Milliseconds)),
-        ),
-        (
-            "final-checks".into(),
-            gate("final_checks_passed", Operator::Eq, 1.0, Some(Boolean)),
-        ),
-        (
-            "compliance-audit".into(),
-            gate("compliance_score", Operator::Gte, 90.0, Some(Score)),
-        ),
-    ])
-}
-
+/// An agent as the engine sees it: [`qms_testkit::fixtures::agent`], idle and healthy.
 pub fn agent(caps: &[&str], capacity: u32) -> AgentView {
+    view(qms_testkit::fixtures::agent(caps, capacity))
+}
+
+fn view(spec: AgentSpec) -> AgentView {
     AgentView {
-        spec: AgentSpec {
-            specialization: None,
-            capabilities: caps.iter().map(|c| c.to_string()).collect(),
-            load_capacity: capacity,
-            priority: Priority::Medium,
-            default_timeout: None,
-            health: HealthPolicy::default(),
-            job: AgentJob {
-                image: "ghcr.io/example/agent:1".into(),
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                resources: None,
-                service_account_name: None,
-            },
-        },
+        spec,
         running: 0,
         healthy: true,
     }
 }
 
+/// The standard agents ([`qms_testkit::fixtures::standard_agents`]), idle and healthy.
 pub fn standard_agents() -> BTreeMap<String, AgentView> {
-    BTreeMap::from([
-        (
-            "qms-dor-validator".into(),
-            agent(&["dor-validation", "basic-checks"], 10),
-        ),
-        ("qms-code-reviewer".into(), agent(&["code-review"], 10)),
-        ("qms-testing-specialist".into(), agent(&["testing"], 10)),
-        ("qms-dod-validator".into(), agent(&["dod-validation"], 10)),
-        (
-            "qms-quality-coordinator".into(),
-            agent(&["final-review"], 10),
-        ),
-    ])
-}
-
-/// A result document with the given metrics.
-pub fn result_json(success: bool, metrics: &[(&str, f64)]) -> String {
-    let m: serde_json::Map<String, serde_json::Value> = metrics
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-        .collect();
-    serde_json::json!({
-        "status": if success { "success" } else { "failure" },
-        "metrics": m,
-        "summary": "done",
-    })
-    .to_string()
-}
-
-/// Metrics that pass every standard gate, by agent.
-pub fn good_metrics(agent: &str) -> Vec<(&'static str, f64)> {
-    match agent {
-        "qms-dor-validator" => vec![
-            ("basic_checks_passed", 1.0),
-            ("critical_vulnerabilities", 0.0),
-        ],
-        "qms-code-reviewer" => vec![("test_coverage", 85.0)],
-        "qms-testing-specialist" => vec![("p95_latency", 120.0), ("test_coverage", 90.0)],
-        "qms-dod-validator" => vec![("final_checks_passed", 1.0), ("compliance_score", 95.0)],
-        _ => vec![],
-    }
+    qms_testkit::fixtures::standard_agents()
+        .into_iter()
+        .map(|(name, spec)| (name, view(spec)))
+        .collect()
 }
 
 /// A simulated world: what the operator would observe, and what the engine's actions change.
@@ -227,30 +58,15 @@ pub struct World {
 
 impl World {
     pub fn standard() -> Self {
-        let wf = QmsWorkflow {
-            metadata: ObjectMeta {
-                name: Some("pr-42".into()),
-                namespace: Some("qms".into()),
-                uid: Some("0f8c2a9e-1111-2222-3333-444455556666".into()),
-                generation: Some(1),
-                ..Default::default()
-            },
-            spec: QmsWorkflowSpec {
-                repository: "creo/creo-roo-commander".into(),
-                pull_request: 42,
-                head_sha: SHA.into(),
-                base_ref: "main".into(),
-                head_ref: "feature/qms".into(),
-                template_ref: TemplateRef {
-                    name: "standard-qms-review".into(),
-                },
-                approvals: vec![],
-                overrides: vec![],
-                retry: None,
-                merge_group: None,
-            },
-            status: None,
-        };
+        let wf = qms_testkit::fixtures::workflow("pr-42")
+            .namespace("qms")
+            .uid("0f8c2a9e-1111-2222-3333-444455556666")
+            .generation(1)
+            .repository("creo/creo-roo-commander")
+            .pull_request(42)
+            .head_sha(SHA)
+            .head_ref("feature/qms")
+            .build();
         Self {
             wf,
             template: Some(standard_template()),

@@ -1,7 +1,7 @@
 //! Fault injection (errors, 429 with Retry-After, conflicts, dropped and expired watches) and
 //! request counters.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};

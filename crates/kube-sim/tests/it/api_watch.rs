@@ -1,7 +1,7 @@
 //! Watch semantics: from a resourceVersion, filtered watches, bookmarks, 410 Gone for compacted
 //! history, timeoutSeconds, streaming lists (sendInitialEvents), Table watches, kube-runtime.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Discovery documents, OpenAPI for built-ins, pod logs, protobuf request bodies, metadata-only
 //! responses and built-in defaults.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};

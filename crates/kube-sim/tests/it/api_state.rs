@@ -1,7 +1,7 @@
 //! `--state` write-ahead log: the state survives a restart of the library server and a SIGKILL
 //! of the binary.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -112,20 +112,24 @@ async fn spawn_binary(
         .expect("spawn kube-sim");
     let proc = Proc(child);
     // Bounded wait for the server to come up (it writes the kubeconfig once listening).
-    for _ in 0..300 {
-        if kubeconfig.exists() {
+    let client = qms_testkit::poll_for(
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async {
+            if !kubeconfig.exists() {
+                return None;
+            }
             let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
             let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
                 .unwrap();
             let client = kube::Client::try_from(config).unwrap();
-            if client.apiserver_version().await.is_ok() {
-                return (proc, client);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("kube-sim binary did not start");
+            client.apiserver_version().await.is_ok().then_some(client)
+        },
+    )
+    .await
+    .expect("kube-sim binary did not start");
+    (proc, client)
 }
 
 #[tokio::test]

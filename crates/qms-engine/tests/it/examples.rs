@@ -3,7 +3,7 @@
 //! Core behaviour is tested with in-code fixtures; this checks the shipped examples fit together
 //! (metric names agree between agents and gates, selectors resolve, the template is valid).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

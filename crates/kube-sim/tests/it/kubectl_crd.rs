@@ -1,6 +1,6 @@
 //! The real kubectl 1.35 against kube-sim: CRDs and custom resources.
 
-mod tools;
+use crate::tools;
 
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;

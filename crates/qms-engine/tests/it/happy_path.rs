@@ -1,6 +1,6 @@
 //! The standard template end to end: four steps, gates, approval.
 
-mod support;
+use crate::support;
 
 use qms_api::{Decision as Verdict, StepPhase, WorkflowState};
 use qms_engine::EventType;

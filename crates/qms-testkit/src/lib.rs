@@ -1,0 +1,36 @@
+//! Test helpers shared by the workspace's test suites, in one home:
+//!
+//! - [`poll`]: the one poll-until helper ([`eventually`], [`poll()`], [`poll_for`], [`until`]) for
+//!   tests that wait for a server, a controller or a process.
+//! - [`fixtures`]: builders of the QMS resources (a [`QmsWorkflow`](qms_api::QmsWorkflow) by
+//!   [`workflow()`], template steps, the seed's standard template, gates, agents, agent result
+//!   documents) with the values the examples and the spec use.
+//!
+//! A **dev-dependency only**: `qms-testkit = { path = "../qms-testkit" }` under
+//! `[dev-dependencies]`. It must never become a normal dependency of `qms-operator` (the image
+//! test, `tests/tests/it/image.rs`, checks the operator's normal dependency tree). It depends on
+//! `qms-api` and tokio's timer only, so any crate's tests can use it, including qms-engine's
+//! unit tests (no cycle), kube-sim's (no QMS types needed for polling) and the operator's and
+//! qms-github's integration tests:
+//!
+//! ```no_run
+//! # async fn demo(client: impl Fn() -> Option<u32>) {
+//! use qms_testkit::{eventually, fixtures};
+//! let wf = fixtures::workflow("pr-7").namespace("qms").pull_request(7).build();
+//! assert_eq!(wf.spec.pull_request, 7);
+//! let n = eventually("the count to appear", || async { client() }).await;
+//! # let _ = n;
+//! # }
+//! ```
+//!
+//! What the operator's and qms-github's test files would replace with it (left for a later step):
+//! `qms-operator/tests/common` `Env::wait_for` and `leader.rs` `until` are [`poll_for`] with their
+//! own deadline (or [`until`]); the `QmsWorkflow` literals in `qms-github/tests/common`,
+//! `kubectl-qms` and the operator's unit tests are [`fixtures::workflow`] with `.namespace`,
+//! `.repository`, `.pull_request`, `.head_sha`, `.resource_version` and `.annotation`.
+#![forbid(unsafe_code)]
+
+pub mod fixtures;
+pub mod poll;
+
+pub use poll::{INTERVAL, PATIENCE, eventually, poll, poll_for, until};
