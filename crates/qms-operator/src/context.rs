@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::UnboundedSender;
@@ -19,11 +19,7 @@ use crate::config::{LiveSettings, Settings};
 use crate::metrics::Metrics;
 use crate::observe;
 
-/// Locks a std mutex, recovering the data if a panicking thread poisoned it (the data are caches
-/// of derived facts, always safe to keep using).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::locks::lock;
 
 pub struct Stores {
     pub workflows: Store<QmsWorkflow>,

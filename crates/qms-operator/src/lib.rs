@@ -12,7 +12,7 @@
 //! simulator), `cli`.
 #![forbid(unsafe_code)]
 
-pub mod actions;
+pub mod act;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -24,9 +24,12 @@ pub mod http;
 pub mod informers;
 pub mod jobs;
 pub mod leader;
+pub mod locks;
 pub mod metrics;
 pub mod observe;
+pub mod record;
 pub mod reload;
+pub mod status;
 pub mod telemetry;
 
 use std::net::SocketAddr;

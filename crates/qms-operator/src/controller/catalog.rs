@@ -11,23 +11,20 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use qms_api::{
     Agent, AgentStatus, Condition, ConditionStatus, GateType, KubeDuration, QualityGate,
     QualityGateStatus, StepType, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::actions::FIELD_MANAGER;
 use crate::context::{Scope, Shared, lock};
 use crate::error::Error;
-use crate::metrics::{ActionKind, ActionOutcome, ControllerKind};
+use crate::metrics::ControllerKind;
 use crate::observe;
+use crate::status::write_status;
 
 pub struct Ctx {
     pub shared: Arc<Shared>,
@@ -268,52 +265,6 @@ pub fn agent_status(a: &Agent, stats: &observe::AgentStats) -> AgentStatus {
     status
 }
 
-/// Conditions compare equal when only their transition time differs from a fresh computation
-/// (upsert keeps the old time when the status did not change).
-async fn write_status<K, S>(shared: &Shared, obj: &K, status: &S) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-    S: Serialize,
-{
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(shared.client.clone(), &ns);
-    let mut metadata = serde_json::json!({ "name": obj.name_any() });
-    if let Some(rv) = obj.resource_version() {
-        metadata["resourceVersion"] = rv.into();
-    }
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": metadata,
-        "status": status,
-    });
-    let res = api
-        .patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await;
-    match res {
-        Ok(_) => {
-            shared
-                .metrics
-                .action(ActionKind::write_status, ActionOutcome::done);
-            Ok(())
-        }
-        Err(e) => {
-            shared
-                .metrics
-                .action(ActionKind::write_status, ActionOutcome::failed);
-            Err(e.into())
-        }
-    }
-}
-
 fn on_error<K: ResourceExt>(obj: &K, err: &Error, shared: &Shared, kind: ControllerKind) -> Action {
     let category = err.category();
     shared.metrics.error(kind, category);
@@ -322,7 +273,7 @@ fn on_error<K: ResourceExt>(obj: &K, err: &Error, shared: &Shared, kind: Control
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     );
-    let delay = super::workflow::backoff_delay(shared, &key, category);
+    let delay = super::backoff_delay(shared, &key, category);
     tracing::warn!(object = %key, category = category.as_str(), error = %err, retry_in = ?delay, "status update failed");
     Action::requeue(delay)
 }
@@ -439,48 +390,6 @@ pub async fn run(
     )
     .for_each(|_| async {});
     futures::join!(t, g, a);
-}
-
-/// After a run COMPLETED: the values of its gates with the baseline ratchet on become the baseline
-/// for the workflow's repository and base branch (spec §4.2 "historical analysis"). Read-modify-
-/// write with the resourceVersion as precondition, retried a few times on conflict.
-pub async fn record_baselines(
-    shared: &Shared,
-    wf: &qms_api::QmsWorkflow,
-    status: &qms_api::QmsWorkflowStatus,
-) {
-    let ns = wf.namespace().unwrap_or_default();
-    let api: Api<QualityGate> = Api::namespaced(shared.client.clone(), &ns);
-    for step in &status.steps {
-        for result in &step.gates {
-            let Some(value) = result.value else { continue };
-            for _ in 0..3 {
-                let Ok(gate) = api.get(&result.name).await else {
-                    break;
-                };
-                if !gate.spec.baseline.as_ref().is_some_and(|b| b.enabled) {
-                    break;
-                }
-                let mut gs = gate.status.clone().unwrap_or_default();
-                gs.baselines.retain(|b| {
-                    !(b.repository == wf.spec.repository && b.branch == wf.spec.base_ref)
-                });
-                gs.baselines.push(qms_api::gate::BaselineValue {
-                    repository: wf.spec.repository.clone(),
-                    branch: wf.spec.base_ref.clone(),
-                    value,
-                    sha: wf.spec.head_sha.clone(),
-                    at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                });
-                match write_status(shared, &gate, &gs).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(gate = %result.name, error = %e, "recording the baseline failed; retrying")
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

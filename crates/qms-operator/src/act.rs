@@ -1,0 +1,102 @@
+//! Performing the engine's actions against the API server. Every action is idempotent: creating a
+//! Job that exists (AlreadyExists) or deleting one that is gone (NotFound) counts as done.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
+use qms_api::QmsWorkflow;
+use qms_engine::{AgentView, TaskSpec};
+
+use crate::context::{ExpectedJob, Shared, lock};
+use crate::error::{Error, api_code};
+use crate::jobs::build_job;
+use crate::metrics::{ActionKind, ActionOutcome};
+
+pub const FIELD_MANAGER: &str = "qms-operator";
+
+/// Creates the Job of `task`. AlreadyExists = already done (Tekton #4741).
+pub async fn create_job(
+    shared: &Shared,
+    workflow: &QmsWorkflow,
+    task: &TaskSpec,
+    agents: &BTreeMap<String, AgentView>,
+) -> Result<ActionOutcome, Error> {
+    let agent = agents.get(&task.agent).ok_or_else(|| Error::MissingAgent {
+        agent: task.agent.clone(),
+        job: task.job_name.clone(),
+    })?;
+    let mut job = build_job(
+        task,
+        workflow,
+        &agent.spec,
+        &shared.settings.engine.payload_env,
+    )
+    .map_err(|e| Error::BuildJob {
+        job: task.job_name.clone(),
+        message: e.to_string(),
+    })?;
+    // The Job continues the reconcile's trace (spec §5.3); only when traces are exported.
+    let span = tracing::info_span!("create job", job = %task.job_name, agent = %task.agent);
+    if let Some(tp) = span.in_scope(crate::telemetry::current_traceparent) {
+        job.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(crate::telemetry::ANNOTATION_TRACEPARENT.to_owned(), tp);
+    }
+    let ns = workflow.namespace().unwrap_or_default();
+    let api: Api<Job> = Api::namespaced(shared.client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    let outcome = match tracing::Instrument::instrument(api.create(&pp, &job), span).await {
+        Ok(_) => ActionOutcome::done,
+        Err(e) if api_code(&e) == Some(409) => ActionOutcome::already_done,
+        Err(e) => {
+            shared
+                .metrics
+                .action(ActionKind::create_job, ActionOutcome::failed);
+            return Err(e.into());
+        }
+    };
+    shared.metrics.action(ActionKind::create_job, outcome);
+    tracing::info!(job = %task.job_name, agent = %task.agent, step = %task.step, attempt = task.attempt, ?outcome, "created Job");
+    lock(&shared.expected_jobs).insert(
+        (ns.clone(), task.job_name.clone()),
+        ExpectedJob {
+            namespace: ns,
+            workflow_uid: workflow.uid().unwrap_or_default(),
+            agent: task.agent.clone(),
+            labels: job.metadata.labels.clone().unwrap_or_default(),
+            at: Instant::now(),
+        },
+    );
+    Ok(outcome)
+}
+
+/// Deletes a Job (Background propagation: its Pods are garbage-collected). NotFound = done.
+pub async fn delete_job(
+    shared: &Shared,
+    namespace: &str,
+    job_name: &str,
+    reason: &str,
+) -> Result<ActionOutcome, Error> {
+    let api: Api<Job> = Api::namespaced(shared.client.clone(), namespace);
+    let outcome = match api.delete(job_name, &DeleteParams::background()).await {
+        Ok(_) => ActionOutcome::done,
+        Err(e) if api_code(&e) == Some(404) => ActionOutcome::already_done,
+        Err(e) => {
+            shared
+                .metrics
+                .action(ActionKind::delete_job, ActionOutcome::failed);
+            return Err(e.into());
+        }
+    };
+    lock(&shared.expected_jobs).remove(&(namespace.to_owned(), job_name.to_owned()));
+    shared.metrics.action(ActionKind::delete_job, outcome);
+    tracing::info!(job = %job_name, %reason, ?outcome, "deleted Job");
+    Ok(outcome)
+}
