@@ -1,5 +1,6 @@
-//! Performing the engine's actions against the API server. Every action is idempotent: creating a
-//! Job that exists (AlreadyExists) or deleting one that is gone (NotFound) counts as done.
+//! Act stage: performing the engine's actions against the API server. Every action is idempotent:
+//! creating a Job that exists (AlreadyExists) or deleting one that is gone (NotFound) counts as
+//! done. Engine events are handed on to the record stage.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -7,15 +8,53 @@ use std::time::Instant;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
-use qms_api::QmsWorkflow;
-use qms_engine::{AgentView, TaskSpec};
+use qms_api::{QmsWorkflow, QmsWorkflowStatus};
+use qms_engine::{Action as EngineAction, AgentView, EngineEvent, TaskSpec};
 
-use crate::context::{ExpectedJob, Shared, lock};
+use crate::context::{Admission, ExpectedJob, Shared, lock};
 use crate::error::{Error, api_code};
 use crate::jobs::build_job;
 use crate::metrics::{ActionKind, ActionOutcome};
 
 pub const FIELD_MANAGER: &str = "qms-operator";
+
+/// Performs the Job actions of a decision in order (the first failure fails the reconcile; the
+/// rest is redone on the retry, idempotently) and returns the events for the record stage.
+pub async fn perform<'a>(
+    shared: &Shared,
+    wf: &QmsWorkflow,
+    agents: &BTreeMap<String, AgentView>,
+    actions: &'a [EngineAction],
+) -> Result<Vec<&'a EngineEvent>, Error> {
+    let ns = wf.namespace().unwrap_or_default();
+    let mut events = Vec::new();
+    for action in actions {
+        match action {
+            EngineAction::CreateJob(task) => {
+                create_job(shared, wf, task, agents).await?;
+            }
+            EngineAction::DeleteJob { job_name, reason } => {
+                delete_job(shared, &ns, job_name, reason).await?;
+            }
+            EngineAction::Emit(ev) => events.push(ev),
+        }
+    }
+    Ok(events)
+}
+
+/// Remembers that `decided` gives `wf` a slot until the cache shows the status write (so the next
+/// decision of another workflow counts it as held). True when it does.
+pub fn admit(shared: &Shared, wf: &QmsWorkflow, decided: &QmsWorkflowStatus) -> bool {
+    let admits = crate::observe::takes_slot(wf, decided);
+    if admits {
+        let admission = Admission {
+            decided_on: wf.resource_version(),
+            at: Instant::now(),
+        };
+        lock(&shared.admitted).insert(wf.uid().unwrap_or_default(), admission);
+    }
+    admits
+}
 
 /// Creates the Job of `task`. AlreadyExists = already done (Tekton #4741).
 pub async fn create_job(

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod decide;
 pub mod dev;
 pub mod error;
 pub mod github;

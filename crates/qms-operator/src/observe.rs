@@ -6,6 +6,7 @@
 //! counters that a restart could leak (Pipelines-as-Code #2949).
 
 pub mod gaps;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -5,12 +5,12 @@
 use chrono::Utc;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
 use kube::{Api, Resource, ResourceExt};
-use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus, QualityGate};
+use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus, QualityGate, WorkflowState};
 use qms_engine::EngineEvent;
 
 use crate::context::Shared;
 use crate::metrics::{ActionKind, ActionOutcome, GateLabels, WorkflowLabels};
-use crate::status::write_status;
+use crate::status::{Written, write_status};
 
 /// How a workflow is named in logs and backoff keys.
 pub fn workflow_key(wf: &QmsWorkflow) -> String {
@@ -19,6 +19,27 @@ pub fn workflow_key(wf: &QmsWorkflow) -> String {
         wf.namespace().unwrap_or_default(),
         wf.name_any()
     )
+}
+
+/// The record stage of a workflow reconcile: metrics of a written transition, the baselines of a
+/// run that just completed, then the engine's events (against the decided status, so they carry
+/// its correlation id).
+pub async fn workflow(
+    shared: &Shared,
+    wf: &QmsWorkflow,
+    written: Option<&Written>,
+    decided: &QmsWorkflowStatus,
+    events: &[&EngineEvent],
+) {
+    if let Some(w) = written {
+        record_transition(shared, wf, &w.before, &w.after);
+        if decided.state == WorkflowState::Completed && w.before.state != WorkflowState::Completed {
+            record_baselines(shared, wf, decided).await;
+        }
+    }
+    let mut status_wf = wf.clone();
+    status_wf.status = Some(decided.clone());
+    emit(shared, &status_wf, events).await;
 }
 
 /// The Kubernetes Event for an engine event: reason as given, the action is the spec's event type

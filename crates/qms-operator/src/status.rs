@@ -13,8 +13,9 @@ use crate::context::{Shared, lock};
 use crate::error::Error;
 use crate::metrics::{ActionKind, ActionOutcome};
 
-/// Conditions compare equal when only their transition time differs from a fresh computation
-/// (upsert keeps the old time when the status did not change).
+/// One server-side apply of `status` on the status subresource of `obj`: field manager
+/// `qms-operator`, forced, with `obj`'s resourceVersion as precondition (409 on a concurrent
+/// change; the caller decides again). Counted in `qms_actions_total{action="write_status"}`.
 pub async fn write_status<K, S>(shared: &Shared, obj: &K, status: &S) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -69,46 +70,50 @@ pub fn operator_owned(mut status: QmsWorkflowStatus) -> QmsWorkflowStatus {
     status
 }
 
-/// One server-side apply of the whole status (but what qms-github owns, see [`operator_owned`]) on
-/// the status subresource, field manager `qms-operator`, forced, with the resourceVersion we
-/// decided on as precondition (a concurrent change answers 409 and we decide again instead of
-/// overwriting newer facts).
+/// The workflow's status: one apply of the whole status (but what qms-github owns, see
+/// [`operator_owned`]) with [`write_status`]; a concurrent change answers 409 and we decide again
+/// instead of overwriting newer facts. Remembers the resourceVersion decided on, so a reconcile
+/// that sees it again in the cache knows the cache lacks this write.
 pub async fn write_workflow_status(
     shared: &Shared,
     wf: &QmsWorkflow,
     status: &QmsWorkflowStatus,
 ) -> Result<(), Error> {
-    let ns = wf.namespace().unwrap_or_default();
-    let api: Api<QmsWorkflow> = Api::namespaced(shared.client.clone(), &ns);
-    let mut metadata = serde_json::json!({ "name": wf.name_any() });
+    write_status(shared, wf, status).await?;
     if let Some(rv) = wf.resource_version() {
-        metadata["resourceVersion"] = rv.into();
+        lock(&shared.stale_versions).insert(wf.uid().unwrap_or_default(), rv);
     }
-    let body = serde_json::json!({
-        "apiVersion": QmsWorkflow::api_version(&()),
-        "kind": QmsWorkflow::kind(&()),
-        "metadata": metadata,
-        "status": status,
-    });
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    match api
-        .patch_status(&wf.name_any(), &pp, &Patch::Apply(&body))
-        .await
-    {
-        Ok(_) => {
-            shared
-                .metrics
-                .action(ActionKind::write_status, ActionOutcome::done);
-            if let Some(rv) = wf.resource_version() {
-                lock(&shared.stale_versions).insert(wf.uid().unwrap_or_default(), rv);
-            }
-            Ok(())
-        }
-        Err(e) => {
-            shared
-                .metrics
-                .action(ActionKind::write_status, ActionOutcome::failed);
-            Err(e.into())
-        }
+    Ok(())
+}
+
+/// What the status stage did: the operator-owned status before and after, when it wrote.
+pub struct Written {
+    pub before: QmsWorkflowStatus,
+    pub after: QmsWorkflowStatus,
+}
+
+/// Writes the decided status of `wf` when it differs (in what the operator owns) from the cached
+/// one. A failed write forgets the slot admission made for it (`admitted`), so no slot is held
+/// by a decision that was never recorded.
+pub async fn apply_workflow(
+    shared: &Shared,
+    wf: &QmsWorkflow,
+    decided: &QmsWorkflowStatus,
+    admitted: bool,
+) -> Result<Option<Written>, Error> {
+    let before = operator_owned(wf.status.clone().unwrap_or_default());
+    let after = operator_owned(decided.clone());
+    if after == before {
+        shared
+            .metrics
+            .action(ActionKind::write_status, ActionOutcome::already_done);
+        return Ok(None);
     }
+    if let Err(e) = write_workflow_status(shared, wf, &after).await {
+        if admitted {
+            lock(&shared.admitted).remove(&wf.uid().unwrap_or_default());
+        }
+        return Err(e);
+    }
+    Ok(Some(Written { before, after }))
 }

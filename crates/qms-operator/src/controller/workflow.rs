@@ -1,9 +1,10 @@
 //! The QmsWorkflow controller (spec: Workflow Controller, State Manager, Agent Coordinator and
 //! Quality Gate Processor, with the decisions themselves in `qms_engine::decide`).
 //!
-//! One reconcile: wait for the caches → finalizer → observe → decide → act (Jobs) → write status
-//! (one server-side apply, only when the status changed) → record events → requeue exactly when the
-//! engine says something is due. GitHub check runs are not done here but by `controller::github`,
+//! One reconcile: wait for the caches → finalizer → the pipeline in `apply`: observe
+//! (`observe::gaps`, `observe::snapshot`) → decide (`decide`) → act (Jobs, `act`) → status (one
+//! server-side apply, only when the status changed, `status`) → record (metrics, baselines,
+//! events, `record`) → requeue exactly when the engine says something is due. GitHub check runs are not done here but by `controller::github`,
 //! so GitHub never delays a decision; the status apply leaves the fields that one owns alone.
 //! Deletion: `finalizer()` removes only `qms.creo.dev/cleanup`, after the Jobs are deleted.
 
@@ -11,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use k8s_openapi::api::batch::v1::Job;
@@ -21,19 +21,18 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use qms_api::{QmsWorkflow, WorkflowState};
-use qms_engine::{Action as EngineAction, JobObservation, JobPhase, Observed};
+use qms_api::QmsWorkflow;
 
 use super::backoff_delay;
 use crate::act;
-use crate::context::{Admission, EXPECTATION_TRUSTED, Scope, Shared, lock};
+use crate::context::{Scope, Shared, lock};
 use crate::error::Error;
 use crate::jobs::{MANAGED_BY, MANAGED_BY_LABEL, owned_by};
-use crate::metrics::{ActionKind, ActionOutcome, ControllerKind};
+use crate::metrics::ControllerKind;
 use crate::observe;
-use crate::observe::gaps::{confirm_running, read_cache_gaps};
-use crate::record::{self, record_transition, workflow_key as key};
-use crate::status::{operator_owned, write_workflow_status};
+use crate::observe::{gaps, snapshot};
+use crate::record::{self, workflow_key as key};
+use crate::{decide, status};
 
 pub const FINALIZER: &str = "qms.creo.dev/cleanup";
 
@@ -119,172 +118,44 @@ pub fn error_policy(wf: Arc<QmsWorkflow>, err: &Error, ctx: Arc<Ctx>) -> Action 
     Action::requeue(delay)
 }
 
+/// The pipeline of one workflow: observe → decide → act → status → record, in that order.
 async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     let shared = &ctx.shared;
-    let scope = &ctx.scope;
-    let uid = wf.uid().unwrap_or_default();
-    let ns = wf.namespace().unwrap_or_default();
-
-    // Our own last status write is not in the cache yet: deciding on the older status would only
-    // redo (or undo) work. The watch event of the write triggers the next reconcile.
-    {
-        let mut stale = lock(&shared.stale_versions);
-        match stale.get(&uid) {
-            Some(rv) if wf.resource_version().as_ref() == Some(rv) => {
-                return Ok(Action::requeue(Duration::from_secs(2)));
-            }
-            // The cache moved past the version our last write was based on.
-            Some(_) => {
-                stale.remove(&uid);
-            }
-            None => {}
-        }
+    if awaits_own_write(shared, &wf) {
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
-
-    let stores = &scope.stores;
-    // Outside the decide lock: these may be API calls.
-    let trusted: Vec<String> = shared
-        .expected_for(&uid)
-        .into_iter()
-        .filter(|(_, e)| e.at.elapsed() < EXPECTATION_TRUSTED)
-        .map(|(name, _)| name)
-        .collect();
-    let (read_jobs, read_pods) = read_cache_gaps(
-        shared,
-        &wf,
-        &stores.jobs.state(),
-        &stores.pods.state(),
-        &trusted,
-    )
-    .await?;
-
+    // Observe: the lagging-watch reads first, outside the decide lock (they are API calls).
+    let gaps = gaps::read(shared, &ctx.scope.stores, &wf).await?;
     let guard = shared.decide_lock.lock().await;
-    let now = Utc::now();
-    let template = stores
-        .templates
-        .get(&ObjectRef::new(&wf.spec.template_ref.name).within(&ns));
-    let all_gates = stores.gates.state();
-    let gates = observe::gates_in(&ns, &all_gates);
-    let mut all_jobs = stores.jobs.state();
-    // Only what the cache still lacks, so no Job is counted twice towards an agent's load.
-    let cached: Vec<String> = all_jobs.iter().map(|j| j.name_any()).collect();
-    all_jobs.extend(
-        read_jobs
-            .into_iter()
-            .filter(|j| !cached.contains(&j.name_any())),
-    );
-    let mut pods = stores.pods.state();
-    pods.extend(read_pods);
-    let in_flight = shared.in_flight(&ns, &all_jobs);
-    let agents = observe::agent_views(&ns, &stores.agents.state(), &all_jobs, &in_flight, now);
-    let (mut jobs, recheck) = observe::workflow_jobs(&wf, &all_jobs, &pods, now);
-    for (name, expected) in shared.expected_for(&uid) {
-        jobs.entry(name.clone()).or_insert_with(|| JobObservation {
-            name,
-            phase: JobPhase::Active,
-            labels: expected.labels.clone(),
-            created_at: chrono::Duration::from_std(expected.at.elapsed())
-                .ok()
-                .map(|d| now - d),
-            finished_at: None,
-            termination_message: None,
-            exit_code: None,
-            reason: None,
-            deleting: false,
-        });
-    }
-    // One snapshot for both, as for the agents' load above.
-    let all_workflows = shared.all_workflows();
-    let admitted = shared.admitted_uids(&all_workflows);
-    let live = shared.live();
-    let slots = observe::slot_offer(
-        &wf,
-        &all_workflows,
-        &admitted,
-        live.max_concurrent_workflows,
-    );
-    let baselines = observe::baselines(&wf, &all_gates);
-    let decide = |jobs: &BTreeMap<String, JobObservation>| {
-        qms_engine::decide(&Observed {
-            now,
-            workflow: &wf,
-            template: template.as_ref().map(|t| &t.spec),
-            gates: &gates,
-            agents: &agents,
-            jobs,
-            slot_available: slots.available,
-            queue_place: slots.place,
-            baselines: &baselines,
-            config: &live.engine,
-        })
-    };
-    let mut decision = decide(&jobs);
-    crate::telemetry::record_correlation_id(
-        &tracing::Span::current(),
-        decision
-            .status
-            .correlation_id
-            .as_deref()
-            .unwrap_or_default(),
-    );
-    // A timeout deletes a Job the cache shows running; a lagging Job watch may not have delivered
-    // its completion. Confirm with the API server first (rare: only at a deadline, so the decide
-    // lock is held for it) and decide again if the Job did finish.
-    let timing_out = observe::timeouts_to_confirm(&decision.actions, &jobs);
-    if !timing_out.is_empty() && confirm_running(shared, &ns, &timing_out, &mut jobs, now).await? {
-        decision = decide(&jobs);
-    }
-
-    let mut events = Vec::new();
-    for action in &decision.actions {
-        match action {
-            EngineAction::CreateJob(task) => {
-                act::create_job(shared, &wf, task, &agents).await?;
-            }
-            EngineAction::DeleteJob { job_name, reason } => {
-                act::delete_job(shared, &ns, job_name, reason).await?;
-            }
-            EngineAction::Emit(ev) => events.push(ev),
-        }
-    }
-    let current = operator_owned(wf.status.clone().unwrap_or_default());
-    let new_status = operator_owned(decision.status.clone());
-    let admits = observe::takes_slot(&wf, &decision.status);
-    if admits {
-        let admission = Admission {
-            decided_on: wf.resource_version(),
-            at: Instant::now(),
-        };
-        lock(&shared.admitted).insert(uid.clone(), admission);
-    }
+    let mut obs = snapshot::take(shared, &ctx.scope, &wf, gaps);
+    let decision = decide::decide_confirmed(shared, &wf, &mut obs).await?;
+    let events = act::perform(shared, &wf, &obs.agents, &decision.actions).await?;
+    let admitted = act::admit(shared, &wf, &decision.status);
     drop(guard);
+    let written = status::apply_workflow(shared, &wf, &decision.status, admitted).await?;
+    record::workflow(shared, &wf, written.as_ref(), &decision.status, &events).await;
+    Ok(
+        match observe::min_opt(decision.requeue_after, obs.recheck) {
+            Some(d) => Action::requeue(d.max(Duration::from_millis(50))),
+            None => Action::await_change(),
+        },
+    )
+}
 
-    if new_status != current {
-        if let Err(e) = write_workflow_status(shared, &wf, &new_status).await {
-            if admits {
-                lock(&shared.admitted).remove(&uid);
-            }
-            return Err(e);
+/// Our own last status write is not in the cache yet: deciding on the older status would only
+/// redo (or undo) work. The watch event of the write triggers the next reconcile.
+fn awaits_own_write(shared: &Shared, wf: &QmsWorkflow) -> bool {
+    let uid = wf.uid().unwrap_or_default();
+    let mut stale = lock(&shared.stale_versions);
+    match stale.get(&uid) {
+        Some(rv) if wf.resource_version().as_ref() == Some(rv) => true,
+        // The cache moved past the version our last write was based on.
+        Some(_) => {
+            stale.remove(&uid);
+            false
         }
-        record_transition(shared, &wf, &current, &new_status);
-        if decision.status.state == WorkflowState::Completed
-            && current.state != WorkflowState::Completed
-        {
-            record::record_baselines(shared, &wf, &decision.status).await;
-        }
-    } else {
-        shared
-            .metrics
-            .action(ActionKind::write_status, ActionOutcome::already_done);
+        None => false,
     }
-    let mut status_wf = (*wf).clone();
-    status_wf.status = Some(decision.status.clone());
-    record::emit(shared, &status_wf, &events).await;
-
-    Ok(match observe::min_opt(decision.requeue_after, recheck) {
-        Some(d) => Action::requeue(d.max(Duration::from_millis(50))),
-        None => Action::await_change(),
-    })
 }
 
 /// Deleting a workflow: delete its Jobs (listed from the API, so a Job the cache has not shown yet

@@ -12,11 +12,39 @@ use kube::{Api, ResourceExt};
 use qms_api::QmsWorkflow;
 use qms_engine::{JobObservation, JobPhase};
 
-use crate::context::Shared;
+use crate::context::{EXPECTATION_TRUSTED, Shared, Stores};
 use crate::error::Error;
 use crate::jobs::JOB_NAME_LABEL;
 use crate::metrics::CacheGapKind;
 use crate::observe;
+
+/// What the lagging-watch reads found: Jobs and Pods the caches do not hold yet.
+#[derive(Default)]
+pub struct CacheGaps {
+    pub jobs: Vec<Arc<Job>>,
+    pub pods: Vec<Arc<Pod>>,
+}
+
+/// [`read_cache_gaps`] for `wf` against the caches in `stores`. A Job we created only moments ago
+/// is taken on trust ([`EXPECTATION_TRUSTED`]) instead of being read.
+pub async fn read(shared: &Shared, stores: &Stores, wf: &QmsWorkflow) -> Result<CacheGaps, Error> {
+    let uid = wf.uid().unwrap_or_default();
+    let trusted: Vec<String> = shared
+        .expected_for(&uid)
+        .into_iter()
+        .filter(|(_, e)| e.at.elapsed() < EXPECTATION_TRUSTED)
+        .map(|(name, _)| name)
+        .collect();
+    let (jobs, pods) = read_cache_gaps(
+        shared,
+        wf,
+        &stores.jobs.state(),
+        &stores.pods.state(),
+        &trusted,
+    )
+    .await?;
+    Ok(CacheGaps { jobs, pods })
+}
 
 /// Reads from the API server what the caches lack for a sound decision: the Jobs of running
 /// tasks that the Job cache does not hold ([`observe::uncached_task_jobs`]), and the Pods of
