@@ -250,6 +250,52 @@ pub async fn start(
         Some(cfg) => Some(Arc::new(github::Github::new(cfg.clone(), client.clone())?)),
         None => None,
     };
+    let shared = new_shared(client.clone(), &settings, &parts, github.clone());
+
+    let mut tasks = JoinSet::new();
+    shared
+        .metrics
+        .config_loaded(settings.config_source.as_ref().map_or(0, |s| s.hash));
+    if let Some(source) = &settings.config_source {
+        tasks.spawn(reload::run(shared.clone(), source.clone()));
+    }
+    let http_addr = match http {
+        Http::On { extra } => serve_http(&shared, github.as_ref(), extra, &mut tasks).await?,
+        Http::Off => None,
+    };
+    // The watches and controllers: at once without leader election, else once the Lease is held.
+    let (s, gh) = (shared.clone(), github.clone());
+    let start_controllers = move |tasks: &mut JoinSet<()>| spawn_controllers(&s, &gh, parts, tasks);
+    let leader = match &settings.leader_election {
+        None => {
+            start_controllers(&mut tasks);
+            None
+        }
+        Some(cfg) => Some(campaign(&shared, client, cfg.clone(), start_controllers)),
+    };
+    tracing::info!(
+        name = %settings.name,
+        namespaces = ?settings.namespaces,
+        max_concurrent_workflows = settings.max_concurrent_workflows,
+        github = github.is_some(),
+        leader_election = ?settings.leader_election.as_ref().map(|l| (&l.namespace, &l.lease_name, &l.identity)),
+        "qms-operator started"
+    );
+    Ok(OperatorHandle {
+        shared,
+        http_addr,
+        tasks,
+        leader,
+    })
+}
+
+/// The state every controller shares (caches of `parts`, bookkeeping, metrics).
+fn new_shared(
+    client: Client,
+    settings: &Settings,
+    parts: &[informers::ScopeParts],
+    github: Option<Arc<github::Github>>,
+) -> Arc<Shared> {
     let reporter = Reporter {
         controller: REPORTER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
@@ -259,7 +305,7 @@ pub async fn start(
         settings: settings.clone(),
         live: std::sync::RwLock::new(Arc::new(settings.live())),
         metrics: Arc::new(metrics::Metrics::new()),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client, reporter),
         scopes: parts.iter().map(|p| p.scope.clone()).collect(),
         decide_lock: tokio::sync::Mutex::new(()),
         admitted: Default::default(),
@@ -275,98 +321,87 @@ pub async fn start(
             .metrics
             .register_collector(Box::new(github::WebhookCollector(gh.webhooks.clone())));
     }
-
-    let mut tasks = JoinSet::new();
     shared
-        .metrics
-        .config_loaded(settings.config_source.as_ref().map_or(0, |s| s.hash));
-    if let Some(source) = &settings.config_source {
-        tasks.spawn(reload::run(shared.clone(), source.clone()));
+}
+
+/// Binds `settings.http_addr` and serves the operator's routes (plus the webhook route with
+/// GitHub on, plus `extra`). Returns the address bound.
+async fn serve_http(
+    shared: &Arc<Shared>,
+    github: Option<&Arc<github::Github>>,
+    extra: Option<axum::Router>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let addr = shared.settings.http_addr;
+    let listener = http::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let http_addr = listener.local_addr().ok();
+    let mut router = http::router(shared.clone());
+    if let Some(gh) = github {
+        router = router.merge(qms_github::router(gh.webhooks.clone()));
     }
-    let mut http_addr = None;
-    if let Http::On { extra } = http {
-        let listener =
-            http::bind(settings.http_addr)
-                .await
-                .map_err(|source| StartError::Listen {
-                    addr: settings.http_addr,
-                    source,
-                })?;
-        http_addr = listener.local_addr().ok();
-        let mut router = http::router(shared.clone());
-        if let Some(gh) = &github {
-            router = router.merge(qms_github::router(gh.webhooks.clone()));
-        }
-        if let Some(extra) = extra {
-            router = router.merge(extra);
-        }
-        tasks.spawn(async move {
-            if let Err(e) = http::serve(listener, router).await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+    if let Some(extra) = extra {
+        router = router.merge(extra);
     }
-    // The watches and controllers: at once without leader election, else once the Lease is held.
-    let controllers_shared = shared.clone();
-    let controllers_github = github.clone();
-    let start_controllers = move |tasks: &mut JoinSet<()>| {
-        let shared = controllers_shared;
-        let github = controllers_github;
-        for part in parts {
-            let scope = part.scope.clone();
-            informers::spawn(&shared, &scope, part.writers, tasks);
-            let r = part.receivers;
-            // Without GitHub the receiver is dropped here, so the informers' sends go nowhere.
-            if let Some(gh) = &github {
-                tasks.spawn(controller::github::run(
-                    shared.clone(),
-                    scope.clone(),
-                    gh.clone(),
-                    r.github,
-                ));
-            }
-            tasks.spawn(controller::workflow::run(
+    tasks.spawn(async move {
+        if let Err(e) = http::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(http_addr)
+}
+
+/// The watches and the controllers of every scope.
+fn spawn_controllers(
+    shared: &Arc<Shared>,
+    github: &Option<Arc<github::Github>>,
+    parts: Vec<informers::ScopeParts>,
+    tasks: &mut JoinSet<()>,
+) {
+    for part in parts {
+        let scope = part.scope.clone();
+        informers::spawn(shared, &scope, part.writers, tasks);
+        let r = part.receivers;
+        // Without GitHub the receiver is dropped here, so the informers' sends go nowhere.
+        if let Some(gh) = github {
+            tasks.spawn(controller::github::run(
                 shared.clone(),
                 scope.clone(),
-                r.workflows,
-            ));
-            tasks.spawn(controller::catalog::run(
-                shared.clone(),
-                scope,
-                r.templates,
-                r.gates,
-                r.agents,
+                gh.clone(),
+                r.github,
             ));
         }
-    };
-    let mut leader_task = None;
-    match &settings.leader_election {
-        None => start_controllers(&mut tasks),
-        Some(cfg) => {
-            let elector = leader::Elector::new(client.clone(), cfg.clone());
-            let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-            let s = shared.clone();
-            let task = tokio::spawn(async move {
-                leader::run(elector, &s.leading, shutdown_rx, start_controllers).await
-            });
-            leader_task = Some(LeaderTask {
-                shutdown: shutdown_tx,
-                task,
-            });
-        }
+        tasks.spawn(controller::workflow::run(
+            shared.clone(),
+            scope.clone(),
+            r.workflows,
+        ));
+        tasks.spawn(controller::catalog::run(
+            shared.clone(),
+            scope,
+            r.templates,
+            r.gates,
+            r.agents,
+        ));
     }
-    tracing::info!(
-        name = %settings.name,
-        namespaces = ?settings.namespaces,
-        max_concurrent_workflows = settings.max_concurrent_workflows,
-        github = github.is_some(),
-        leader_election = ?settings.leader_election.as_ref().map(|l| (&l.namespace, &l.lease_name, &l.identity)),
-        "qms-operator started"
-    );
-    Ok(OperatorHandle {
-        shared,
-        http_addr,
-        tasks,
-        leader: leader_task,
-    })
+}
+
+/// Leader election: campaigns for the Lease and runs `start_controllers` while it is held.
+fn campaign(
+    shared: &Arc<Shared>,
+    client: Client,
+    cfg: leader::LeaderElectionConfig,
+    start_controllers: impl FnOnce(&mut JoinSet<()>) + Send + 'static,
+) -> LeaderTask {
+    let elector = leader::Elector::new(client, cfg);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let s = shared.clone();
+    let task = tokio::spawn(async move {
+        leader::run(elector, &s.leading, shutdown_rx, start_controllers).await
+    });
+    LeaderTask {
+        shutdown: shutdown_tx,
+        task,
+    }
 }
