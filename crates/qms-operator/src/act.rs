@@ -13,13 +13,14 @@ use qms_engine::{Action as EngineAction, AgentView, EngineEvent, TaskSpec};
 
 use crate::context::{Admission, ExpectedJob, Shared, lock};
 use crate::error::{Error, api_code};
-use crate::jobs::build_job;
+use crate::jobs::{build_job, job_labels};
 use crate::metrics::{ActionKind, ActionOutcome};
 
 pub const FIELD_MANAGER: &str = "qms-operator";
 
-/// Performs the Job actions of a decision in order (the first failure fails the reconcile; the
-/// rest is redone on the retry, idempotently) and returns the events for the record stage.
+/// Performs the Job actions of a decision in order, outside the decide lock (the places were
+/// reserved by [`reserve`]), and returns the events for the record stage. The first failure fails
+/// the reconcile and releases the reservations not used; the retry redoes the rest, idempotently.
 pub async fn perform<'a>(
     shared: &Shared,
     wf: &QmsWorkflow,
@@ -28,18 +29,59 @@ pub async fn perform<'a>(
 ) -> Result<Vec<&'a EngineEvent>, Error> {
     let ns = wf.namespace().unwrap_or_default();
     let mut events = Vec::new();
-    for action in actions {
-        match action {
-            EngineAction::CreateJob(task) => {
-                create_job(shared, wf, task, agents).await?;
-            }
+    for (i, action) in actions.iter().enumerate() {
+        let done = match action {
+            EngineAction::CreateJob(task) => create_job(shared, wf, task, agents).await.map(drop),
             EngineAction::DeleteJob { job_name, reason } => {
-                delete_job(shared, &ns, job_name, reason).await?;
+                delete_job(shared, &ns, job_name, reason).await.map(drop)
             }
-            EngineAction::Emit(ev) => events.push(ev),
+            EngineAction::Emit(ev) => {
+                events.push(ev);
+                Ok(())
+            }
+        };
+        if let Err(e) = done {
+            release(shared, &ns, &actions[i..]);
+            return Err(e);
         }
     }
     Ok(events)
+}
+
+/// Reserves the agents' places the decision's Jobs take: each Job to create is recorded as
+/// expected before it is created (called under the decide lock, so the next decision counts it
+/// against the agent's `loadCapacity`, see `Shared::in_flight`). A create that fails releases its
+/// reservation ([`perform`]); one the cache shows is pruned by the next snapshot.
+pub fn reserve(shared: &Shared, wf: &QmsWorkflow, actions: &[EngineAction]) {
+    let ns = wf.namespace().unwrap_or_default();
+    let uid = wf.uid().unwrap_or_default();
+    let name = wf.name_any();
+    let mut expected = lock(&shared.expected_jobs);
+    for action in actions {
+        if let EngineAction::CreateJob(task) = action {
+            expected.insert(
+                (ns.clone(), task.job_name.clone()),
+                ExpectedJob {
+                    namespace: ns.clone(),
+                    workflow_uid: uid.clone(),
+                    agent: task.agent.clone(),
+                    labels: job_labels(task, &name),
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+}
+
+/// Releases the reservations of the Jobs `actions` would have created (a failed reconcile: the
+/// retry decides and reserves again).
+fn release(shared: &Shared, namespace: &str, actions: &[EngineAction]) {
+    let mut expected = lock(&shared.expected_jobs);
+    for action in actions {
+        if let EngineAction::CreateJob(task) = action {
+            expected.remove(&(namespace.to_owned(), task.job_name.clone()));
+        }
+    }
 }
 
 /// Remembers that `decided` gives `wf` a slot until the cache shows the status write (so the next

@@ -1,15 +1,25 @@
-//! Decide stage: the pure engine (`qms_engine::decide`) on an [`Observation`]. The one exception to
-//! "no API call here": a timeout would delete a Job the cache shows running, and a lagging Job
-//! watch may not have delivered its completion; such Jobs are read first
-//! ([`gaps::confirm_running`]) and the engine decides again on what they say.
+//! Decide stage: the pure engine (`qms_engine::decide`) on an [`Observation`], taken and decided
+//! in one short critical section (`Shared::decide_lock`, no API call inside) that also reserves
+//! what the decision takes — the agents' places of the Jobs it creates ([`act::reserve`]) and a
+//! workflow slot ([`act::admit`]) — so the next decision, of any workflow, counts them. The Jobs
+//! themselves are created afterwards, outside the lock.
+//!
+//! One exception to "decide on the caches": a timeout would delete a Job the cache shows running,
+//! and a lagging Job watch may not have delivered its completion. Such Jobs are read first
+//! ([`gaps::confirm_running`], outside the lock) and the engine decides again on a fresh snapshot
+//! with what they say.
 
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
 use qms_api::QmsWorkflow;
-use qms_engine::{Decision, Observed};
+use qms_engine::{Decision, JobObservation, Observed};
 
-use crate::context::Shared;
+use crate::act;
+use crate::context::{Scope, Shared};
 use crate::error::Error;
-use crate::observe::gaps;
-use crate::observe::snapshot::Observation;
+use crate::observe::gaps::{self, CacheGaps};
+use crate::observe::snapshot::{self, Observation};
 use crate::observe::timeouts_to_confirm;
 
 /// The engine's decision for `wf` on `obs` (pure).
@@ -28,28 +38,57 @@ pub fn decide(wf: &QmsWorkflow, obs: &Observation) -> Decision {
     })
 }
 
-/// [`decide`], with the Jobs due for a timeout confirmed as running first (rare: only at a
-/// deadline, so the decide lock is held for it). `obs.jobs` takes what the reads found.
-pub async fn decide_confirmed(
+/// A decision with what it reserved.
+pub struct Decided {
+    pub observation: Observation,
+    pub decision: Decision,
+    /// The decision gave the workflow a slot (remembered until the status write is cached).
+    pub admitted: bool,
+}
+
+/// Observes `wf` (the caches of `scope` plus `gaps`), decides and reserves, in one critical
+/// section; with Jobs due for a timeout, confirms them first and does it once more.
+pub async fn decide_and_reserve(
     shared: &Shared,
+    scope: &Scope,
     wf: &QmsWorkflow,
-    obs: &mut Observation,
-) -> Result<Decision, Error> {
-    let mut decision = decide(wf, obs);
-    crate::telemetry::record_correlation_id(
-        &tracing::Span::current(),
-        decision
-            .status
-            .correlation_id
-            .as_deref()
-            .unwrap_or_default(),
-    );
-    let timing_out = timeouts_to_confirm(&decision.actions, &obs.jobs);
-    let ns = wf.metadata.namespace.clone().unwrap_or_default();
-    if !timing_out.is_empty()
-        && gaps::confirm_running(shared, &ns, &timing_out, &mut obs.jobs, obs.now).await?
-    {
-        decision = decide(wf, obs);
+    gaps: CacheGaps,
+) -> Result<Decided, Error> {
+    let ns = wf.namespace().unwrap_or_default();
+    let mut confirmed: Option<BTreeMap<String, JobObservation>> = None;
+    loop {
+        let guard = shared.decide_lock.lock().await;
+        let mut obs = snapshot::take(shared, scope, wf, gaps.clone());
+        if let Some(finished) = &confirmed {
+            obs.jobs.extend(finished.clone());
+        }
+        let decision = decide(wf, &obs);
+        let timing_out = match confirmed {
+            Some(_) => Vec::new(),
+            None => timeouts_to_confirm(&decision.actions, &obs.jobs),
+        };
+        if timing_out.is_empty() {
+            act::reserve(shared, wf, &decision.actions);
+            let admitted = act::admit(shared, wf, &decision.status);
+            drop(guard);
+            crate::telemetry::record_correlation_id(
+                &tracing::Span::current(),
+                decision
+                    .status
+                    .correlation_id
+                    .as_deref()
+                    .unwrap_or_default(),
+            );
+            return Ok(Decided {
+                observation: obs,
+                decision,
+                admitted,
+            });
+        }
+        drop(guard);
+        // Rare (only at a deadline): read the Jobs, then decide again on a fresh snapshot.
+        let mut finished = BTreeMap::new();
+        gaps::confirm_running(shared, &ns, &timing_out, &mut finished, obs.now).await?;
+        confirmed = Some(finished);
     }
-    Ok(decision)
 }

@@ -41,6 +41,29 @@ pub enum BuildError {
     Payload(String),
 }
 
+/// The labels of the Job (and its Pods) of `task`: the engine's, then the operator's own.
+pub fn job_labels(task: &TaskSpec, workflow_name: &str) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = task.labels.clone();
+    // The engine's label values win (it shortens names longer than a label value may be).
+    labels
+        .entry(WORKFLOW_LABEL.to_owned())
+        .or_insert_with(|| workflow_name.to_owned());
+    labels
+        .entry(AGENT_LABEL.to_owned())
+        .or_insert_with(|| task.agent.clone());
+    labels
+        .entry(STEP_LABEL.to_owned())
+        .or_insert_with(|| task.step.clone());
+    labels
+        .entry(RUN_LABEL.to_owned())
+        .or_insert_with(|| task.run.to_string());
+    labels
+        .entry(ATTEMPT_LABEL.to_owned())
+        .or_insert_with(|| task.attempt.to_string());
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    labels
+}
+
 /// Builds the Job of `task` for `workflow`, running `agent`'s container.
 pub fn build_job(
     task: &TaskSpec,
@@ -64,24 +87,7 @@ pub fn build_job(
         .clone()
         .ok_or(BuildError::MissingMetadata("uid"))?;
 
-    let mut labels: BTreeMap<String, String> = task.labels.clone();
-    // The engine's label values win (it shortens names longer than a label value may be).
-    labels
-        .entry(WORKFLOW_LABEL.to_owned())
-        .or_insert_with(|| wf_name.clone());
-    labels
-        .entry(AGENT_LABEL.to_owned())
-        .or_insert_with(|| task.agent.clone());
-    labels
-        .entry(STEP_LABEL.to_owned())
-        .or_insert_with(|| task.step.clone());
-    labels
-        .entry(RUN_LABEL.to_owned())
-        .or_insert_with(|| task.run.to_string());
-    labels
-        .entry(ATTEMPT_LABEL.to_owned())
-        .or_insert_with(|| task.attempt.to_string());
-    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    let labels = job_labels(task, &wf_name);
 
     let payload =
         serde_json::to_string(&task.payload).map_err(|e| BuildError::Payload(e.to_string()))?;

@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::jobs::{MANAGED_BY, MANAGED_BY_LABEL, owned_by};
 use crate::metrics::ControllerKind;
 use crate::observe;
-use crate::observe::{gaps, snapshot};
+use crate::observe::gaps;
 use crate::record::{self, workflow_key as key};
 use crate::{decide, status};
 
@@ -124,15 +124,13 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     if awaits_own_write(shared, &wf) {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    // Observe: the lagging-watch reads first, outside the decide lock (they are API calls).
+    // Observe: the lagging-watch reads first (API calls), then the caches, decided on and
+    // reserved in one short critical section without API calls.
     let gaps = gaps::read(shared, &ctx.scope.stores, &wf).await?;
-    let guard = shared.decide_lock.lock().await;
-    let mut obs = snapshot::take(shared, &ctx.scope, &wf, gaps);
-    let decision = decide::decide_confirmed(shared, &wf, &mut obs).await?;
+    let decided = decide::decide_and_reserve(shared, &ctx.scope, &wf, gaps).await?;
+    let (obs, decision) = (&decided.observation, &decided.decision);
     let events = act::perform(shared, &wf, &obs.agents, &decision.actions).await?;
-    let admitted = act::admit(shared, &wf, &decision.status);
-    drop(guard);
-    let written = status::apply_workflow(shared, &wf, &decision.status, admitted).await?;
+    let written = status::apply_workflow(shared, &wf, &decision.status, decided.admitted).await?;
     record::workflow(shared, &wf, written.as_ref(), &decision.status, &events).await;
     Ok(
         match observe::min_opt(decision.requeue_after, obs.recheck) {

@@ -19,7 +19,7 @@ use crate::metrics::CacheGapKind;
 use crate::observe;
 
 /// What the lagging-watch reads found: Jobs and Pods the caches do not hold yet.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct CacheGaps {
     pub jobs: Vec<Arc<Job>>,
     pub pods: Vec<Arc<Pod>>,
