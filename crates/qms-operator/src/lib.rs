@@ -311,6 +311,7 @@ fn new_shared(
         admitted: Default::default(),
         expected_jobs: Default::default(),
         stale_versions: Default::default(),
+        pending_baselines: Default::default(),
         failures: Default::default(),
         ready_tx: tokio::sync::watch::channel(false).0,
         github: github.clone(),

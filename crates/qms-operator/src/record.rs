@@ -1,16 +1,19 @@
 //! Record stage: what a reconcile leaves behind besides the status — Kubernetes Events for the
 //! engine's events, metrics of written transitions (durations, gate results), and the baselines of
-//! a completed run. Best effort: nothing here fails a reconcile.
+//! a completed run (handed to the QualityGate controller). Best effort: nothing here fails a
+//! reconcile.
 
 use chrono::Utc;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use qms_api::gate::BaselineValue;
 use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus, QualityGate, WorkflowState};
 use qms_engine::EngineEvent;
 
-use crate::context::Shared;
+use crate::context::{Shared, lock};
 use crate::metrics::{ActionKind, ActionOutcome, GateLabels, WorkflowLabels};
-use crate::status::{Written, write_status};
+use crate::status::Written;
 
 /// How a workflow is named in logs and backoff keys.
 pub fn workflow_key(wf: &QmsWorkflow) -> String {
@@ -34,7 +37,7 @@ pub async fn workflow(
     if let Some(w) = written {
         record_transition(shared, wf, &w.before, &w.after);
         if decided.state == WorkflowState::Completed && w.before.state != WorkflowState::Completed {
-            record_baselines(shared, wf, decided).await;
+            record_baselines(shared, wf, decided);
         }
     }
     let mut status_wf = wf.clone();
@@ -199,44 +202,39 @@ fn verdict_label(v: GateVerdict) -> &'static str {
     }
 }
 
-/// After a run COMPLETED: the values of its gates with the baseline ratchet on become the baseline
-/// for the workflow's repository and base branch (spec §4.2 "historical analysis"). Read-modify-
-/// write with the resourceVersion as precondition, retried a few times on conflict.
-pub async fn record_baselines(
-    shared: &Shared,
-    wf: &qms_api::QmsWorkflow,
-    status: &qms_api::QmsWorkflowStatus,
-) {
+/// After a run COMPLETED: the values of its gates become pending baselines for the workflow's
+/// repository and base branch (spec §4.2 "historical analysis"), handed to the QualityGate
+/// controller, which keeps those of gates with the baseline ratchet on and writes them (the one
+/// writer of QualityGate status).
+pub fn record_baselines(shared: &Shared, wf: &QmsWorkflow, status: &QmsWorkflowStatus) {
     let ns = wf.namespace().unwrap_or_default();
-    let api: Api<QualityGate> = Api::namespaced(shared.client.clone(), &ns);
+    let Some(scope) = shared.scope_for(&ns) else {
+        return;
+    };
+    let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for step in &status.steps {
         for result in &step.gates {
             let Some(value) = result.value else { continue };
-            for _ in 0..3 {
-                let Ok(gate) = api.get(&result.name).await else {
-                    break;
-                };
-                if !gate.spec.baseline.as_ref().is_some_and(|b| b.enabled) {
-                    break;
-                }
-                let mut gs = gate.status.clone().unwrap_or_default();
-                gs.baselines.retain(|b| {
-                    !(b.repository == wf.spec.repository && b.branch == wf.spec.base_ref)
-                });
-                gs.baselines.push(qms_api::gate::BaselineValue {
+            let gate = ObjectRef::<QualityGate>::new(&result.name).within(&ns);
+            let ratchet = scope
+                .stores
+                .gates
+                .get(&gate)
+                .is_some_and(|g| g.spec.baseline.as_ref().is_some_and(|b| b.enabled));
+            if !ratchet {
+                continue;
+            }
+            lock(&shared.pending_baselines)
+                .entry((ns.clone(), result.name.clone()))
+                .or_default()
+                .push(BaselineValue {
                     repository: wf.spec.repository.clone(),
                     branch: wf.spec.base_ref.clone(),
                     value,
                     sha: wf.spec.head_sha.clone(),
-                    at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    at: at.clone(),
                 });
-                match write_status(shared, &gate, &gs).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(gate = %result.name, error = %e, "recording the baseline failed; retrying")
-                    }
-                }
-            }
+            let _ = scope.triggers.gates.unbounded_send(gate);
         }
     }
 }
