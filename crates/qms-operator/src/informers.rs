@@ -183,6 +183,15 @@ fn strip_pod(pod: &mut Pod) {
 /// What one kind's events trigger ("X changed → reconcile these objects").
 trait Route<K>: Send + 'static {
     fn route(&mut self, ev: &watcher::Event<K>);
+    /// After a re-list: `live` are the uids listed. Per-object routing state of any other object
+    /// is dropped (its Delete was missed while the watch was down), so it stays sized by what is
+    /// live.
+    fn relisted(&mut self, live: &HashSet<String>);
+}
+
+/// Keeps the entries of `map` whose uid is `live`.
+fn retain_live<V>(map: &mut HashMap<String, V>, live: &HashSet<String>) {
+    map.retain(|uid, _| live.contains(uid));
 }
 
 /// Starts the reflectors of one scope; [`Watches::watch`] is the one way a kind is watched.
@@ -223,9 +232,24 @@ impl Watches<'_> {
                 .modify(modify)
                 .reflect(writer);
             let mut stream = std::pin::pin!(stream);
+            let mut listed: Option<HashSet<String>> = None;
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(ev) => {
+                        match &ev {
+                            watcher::Event::Init => listed = Some(HashSet::new()),
+                            watcher::Event::InitApply(o) => {
+                                if let Some(l) = &mut listed {
+                                    l.insert(o.uid().unwrap_or_default());
+                                }
+                            }
+                            watcher::Event::InitDone => {
+                                if let Some(l) = listed.take() {
+                                    route.relisted(&l);
+                                }
+                            }
+                            _ => {}
+                        }
                         if matches!(ev, watcher::Event::InitDone)
                             && !scope.synced[index].load(Ordering::Acquire)
                         {
@@ -353,6 +377,11 @@ impl Route<QmsWorkflow> for WorkflowRoutes {
             self.shared.trigger_waiting();
         }
     }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.holds_slot, live);
+        retain_live(&mut self.seen, live);
+    }
 }
 
 /// WorkflowTemplate → itself; on spec change or deletion → the unfinished workflows using it.
@@ -396,6 +425,10 @@ impl Route<WorkflowTemplate> for TemplateRoutes {
             }
         }
     }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.generations, live);
+    }
 }
 
 /// QualityGate / Agent → itself; on spec change or deletion → the templates and unfinished
@@ -431,6 +464,10 @@ where
         if changed && !matches!(ev, watcher::Event::InitApply(_)) {
             catalog_changed(&self.scope, obj.namespace().as_deref());
         }
+    }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.generations, live);
     }
 }
 
@@ -490,6 +527,10 @@ impl Route<Job> for JobRoutes {
             self.shared.trigger_capacity_waiters(&jns);
         }
     }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.phases, live);
+    }
 }
 
 /// Pod → the workflow owning its Job, when the container's result (terminated state) appears.
@@ -547,6 +588,10 @@ impl Route<Pod> for PodRoutes {
         {
             let _ = self.scope.triggers.workflows.unbounded_send(owner);
         }
+    }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.terminated, live);
     }
 }
 

@@ -2,14 +2,15 @@
 //! tasks and returns a handle that stops them, so tests and `qms-dev` (crates/qms-dev) run the
 //! real operator in-process.
 //!
-//! Layout: `config` (file + env + flags), `context` (shared caches and bookkeeping), `informers`
-//! (one watch per kind, routing events to controllers), `observe` (pure: caches → engine input),
-//! `jobs` (pure: task → Job), `actions` (idempotent API writes),
-//! `controller::{workflow,catalog,github}`, `github` (the GitHub integration: webhooks and check
-//! runs, when `settings.github` is set), `leader` (Lease-based leader election: the watches and
-//! controllers run only on the leader), `reload` (live configuration), `telemetry` (optional
-//! OTLP trace export), `metrics`, `http`, `dev` (seeding helpers for `qms-dev` and tests; no
-//! simulator), `cli`.
+//! Layout (see README.md): `config` (file + env + flags), `context` (shared caches and
+//! bookkeeping), `informers` (one watch per kind, routing events to controllers), the reconcile's
+//! stages `observe` (caches and lagging-watch reads → an observation), `decide` (the engine, with
+//! capacity reserved), `act` (Jobs; `jobs` builds them), `status` (the one status writer),
+//! `record` (events, metrics, baselines), `controller::{workflow,catalog,github}`, `github` (the
+//! GitHub integration: webhooks and check runs, when `settings.github` is set), `leader`
+//! (Lease-based leader election: the watches and controllers run only on the leader), `reload`
+//! (live configuration), `telemetry` (optional OTLP trace export), `metrics`, `http`, `dev`
+//! (seeding helpers for `qms-dev` and tests; no simulator), `cli`, `locks`.
 #![forbid(unsafe_code)]
 
 pub mod act;
