@@ -685,3 +685,67 @@ fn catalog_changed(scope: &Scope, namespace: Option<&str>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "j-abcde", "namespace": "ns", "uid": "p1",
+                "labels": {"batch.kubernetes.io/job-name": "j", WORKFLOW_LABEL: "wf"},
+                "annotations": {"a": "b".repeat(2000)},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}],
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j",
+                    "uid": "j-uid", "controller": true}]
+            },
+            "spec": {"containers": [{"name": "agent", "image": "busybox",
+                "env": [{"name": "QMS_TASK", "value": "x".repeat(4000)}]}]},
+            "status": {
+                "phase": "Failed",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{
+                    "name": "agent", "image": "busybox", "imageID": "sha256:1", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 3, "reason": "Error",
+                        "message": "{\"status\":\"failure\"}",
+                        "finishedAt": "2026-01-01T00:05:00Z"}}
+                }]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn job() -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j", "namespace": "ns", "uid": "j-uid",
+                "labels": {WORKFLOW_LABEL: "wf"}},
+            "status": {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "lastTransitionTime": "2026-01-01T00:05:01Z"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stripped_pod_is_observed_as_the_full_one() {
+        let (full, job) = (pod(), job());
+        let mut stripped = full.clone();
+        strip_pod(&mut stripped);
+        let now = chrono::Utc::now();
+        let before = observe::observe_job(&job, &[&full], now);
+        let after = observe::observe_job(&job, &[&stripped], now);
+        assert_eq!(format!("{before:?}"), format!("{after:?}"));
+        assert_eq!(after.0.exit_code, Some(3), "the result survives");
+        assert!(observe::pod_of_job(&stripped, &job));
+        assert!(stripped.spec.is_none() && stripped.metadata.annotations.is_none());
+        assert!(stripped.managed_fields().is_empty());
+        let size = |p: &Pod| serde_json::to_vec(p).unwrap().len();
+        assert!(
+            size(&stripped) * 10 < size(&full),
+            "{} vs {}",
+            size(&stripped),
+            size(&full)
+        );
+    }
+}
