@@ -89,33 +89,7 @@ pub fn build_job(
 
     let labels = job_labels(task, &wf_name);
 
-    let payload =
-        serde_json::to_string(&task.payload).map_err(|e| BuildError::Payload(e.to_string()))?;
-
-    let spec = &workflow.spec;
-    // The agent's own env first, ours after: for duplicate names the later entry wins, so an agent
-    // cannot shadow the task payload by accident.
-    let mut env: Vec<EnvVar> = agent.job.env.clone();
-    let mut push = |name: &str, value: String| {
-        env.retain(|e| e.name != name);
-        env.push(EnvVar {
-            name: name.to_owned(),
-            value: Some(value),
-            value_from: None,
-        });
-    };
-    push(payload_env, payload);
-    push("QMS_WORKFLOW", wf_name.clone());
-    push("QMS_NAMESPACE", namespace.clone());
-    push("QMS_STEP", task.step.clone());
-    push("QMS_AGENT", task.agent.clone());
-    push("QMS_RUN", task.run.to_string());
-    push("QMS_ATTEMPT", task.attempt.to_string());
-    push("QMS_REPOSITORY", spec.repository.clone());
-    push("QMS_PULL_REQUEST", spec.pull_request.to_string());
-    push("QMS_HEAD_SHA", head_sha_of(task, workflow));
-    push("QMS_BASE_REF", spec.base_ref.clone());
-    push("QMS_HEAD_REF", spec.head_ref.clone());
+    let env = task_env(task, workflow, agent, payload_env)?;
 
     // activeDeadlineSeconds must be ≥ 1; round up so a 1.5 s timeout is not cut to 1 s.
     let deadline = (task.timeout.as_millis().div_ceil(1000)).clamp(1, i64::MAX as u128) as i64;
@@ -166,6 +140,44 @@ pub fn build_job(
         }),
         status: None,
     })
+}
+
+/// The container's environment: the agent's own env first, the task's after (payload, workflow,
+/// step, run, pull request).
+fn task_env(
+    task: &TaskSpec,
+    workflow: &QmsWorkflow,
+    agent: &AgentSpec,
+    payload_env: &str,
+) -> Result<Vec<EnvVar>, BuildError> {
+    let payload =
+        serde_json::to_string(&task.payload).map_err(|e| BuildError::Payload(e.to_string()))?;
+
+    let spec = &workflow.spec;
+    // The agent's own env first, ours after: for duplicate names the later entry wins, so an agent
+    // cannot shadow the task payload by accident.
+    let mut env: Vec<EnvVar> = agent.job.env.clone();
+    let mut push = |name: &str, value: String| {
+        env.retain(|e| e.name != name);
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        });
+    };
+    push(payload_env, payload);
+    push("QMS_WORKFLOW", workflow.name_any());
+    push("QMS_NAMESPACE", workflow.namespace().unwrap_or_default());
+    push("QMS_STEP", task.step.clone());
+    push("QMS_AGENT", task.agent.clone());
+    push("QMS_RUN", task.run.to_string());
+    push("QMS_ATTEMPT", task.attempt.to_string());
+    push("QMS_REPOSITORY", spec.repository.clone());
+    push("QMS_PULL_REQUEST", spec.pull_request.to_string());
+    push("QMS_HEAD_SHA", head_sha_of(task, workflow));
+    push("QMS_BASE_REF", spec.base_ref.clone());
+    push("QMS_HEAD_REF", spec.head_ref.clone());
+    Ok(env)
 }
 
 /// The head SHA a task reviews: the engine's label if it set one, else the workflow's spec.
