@@ -103,118 +103,149 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// One delivery: accept it (size, signature, content type, headers, parse), then claim it and
+/// apply it within [`DEADLINE`]. Every refusal is answered with its 4xx here.
+/// A delivery refused (or answered) before it is processed: the response to send.
+type Refused = Box<Response>;
+
+fn refuse(code: StatusCode, status: &str, detail: &str) -> Refused {
+    Box::new(answer(code, status, detail))
+}
+
 async fn handle(State(state): State<WebhookState>, req: Request<Body>) -> Response {
     let st = &state.inner;
-    let m = &st.metrics;
-    m.received.fetch_add(1, Ordering::Relaxed);
+    st.metrics.received.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
-    let limit = st.cfg.max_body_bytes;
+    let headers = &parts.headers;
+    let accepted = async {
+        let bytes = read_body(st, headers, body).await?;
+        verify_signature(st, headers, &bytes)?;
+        let json_body = json_payload(headers, bytes)?;
+        let (event_name, key) = delivery_headers(headers)?;
+        let event = parse_event(st, event_name, &json_body)?;
+        Ok::<_, Refused>((event_name, key, event))
+    }
+    .await;
+    match accepted {
+        Ok((event_name, key, event)) => dispatch(st, event_name, &key, &event).await,
+        Err(refused) => *refused,
+    }
+}
 
-    // 1. Size, before reading more than the limit and before hashing.
-    let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        m.too_large.fetch_add(1, Ordering::Relaxed);
-        return answer(
+/// Step 1, size: before reading more than the limit and before hashing.
+async fn read_body(st: &Inner, headers: &HeaderMap, body: Body) -> Result<Bytes, Refused> {
+    let limit = st.cfg.max_body_bytes;
+    let too_large = || {
+        st.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+        refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "rejected",
             "payload too large",
-        );
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            m.too_large.fetch_add(1, Ordering::Relaxed);
-            return answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "rejected",
-                "payload too large",
-            );
-        }
+        )
     };
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
 
-    // 2. Signature over the raw bytes.
+/// Step 2: the signature over the raw bytes.
+fn verify_signature(st: &Inner, headers: &HeaderMap, bytes: &Bytes) -> Result<(), Refused> {
+    let m = &st.metrics;
     m.signature_checks.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = signature::verify(
+    signature::verify(
         &st.cfg.webhook_secrets,
-        header_str(&parts.headers, "x-hub-signature-256"),
-        &bytes,
-    ) {
+        header_str(headers, "x-hub-signature-256"),
+        bytes,
+    )
+    .map_err(|e| {
         m.bad_signature.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %e, "webhook refused");
-        return answer(StatusCode::UNAUTHORIZED, "rejected", &e.to_string());
-    }
+        refuse(StatusCode::UNAUTHORIZED, "rejected", &e.to_string())
+    })
+}
 
-    // 3. Content type.
-    let content_type = header_str(&parts.headers, header::CONTENT_TYPE.as_str())
+/// Step 3, content type: the JSON payload, as sent or from the `payload` form field.
+fn json_payload(headers: &HeaderMap, bytes: Bytes) -> Result<Bytes, Refused> {
+    let content_type = header_str(headers, header::CONTENT_TYPE.as_str())
         .unwrap_or("")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let json_body: Bytes = match content_type.as_str() {
-        "application/json" => bytes,
+    match content_type.as_str() {
+        "application/json" => Ok(bytes),
         "application/x-www-form-urlencoded" => {
             match form_urlencoded::parse(&bytes).find(|(k, _)| k == "payload") {
-                Some((_, v)) => Bytes::from(v.into_owned()),
-                None => {
-                    return answer(
-                        StatusCode::BAD_REQUEST,
-                        "rejected",
-                        "form body without a payload field",
-                    );
-                }
+                Some((_, v)) => Ok(Bytes::from(v.into_owned())),
+                None => Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "rejected",
+                    "form body without a payload field",
+                )),
             }
         }
-        _ => {
-            return answer(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "rejected",
-                "content type must be application/json or application/x-www-form-urlencoded",
-            );
-        }
-    };
+        _ => Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "rejected",
+            "content type must be application/json or application/x-www-form-urlencoded",
+        )),
+    }
+}
 
-    let Some(event_name) = header_str(&parts.headers, "x-github-event") else {
-        return answer(
+/// The event name and the delivery key; a `ping` is answered here.
+fn delivery_headers(headers: &HeaderMap) -> Result<(&str, DeliveryKey), Refused> {
+    let Some(event_name) = header_str(headers, "x-github-event") else {
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "rejected",
             "missing X-GitHub-Event",
-        );
+        ));
     };
-    let Some(delivery) = header_str(&parts.headers, "x-github-delivery") else {
-        return answer(
+    let Some(delivery) = header_str(headers, "x-github-delivery") else {
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "rejected",
             "missing X-GitHub-Delivery",
-        );
+        ));
     };
     if event_name == "ping" {
-        return answer(StatusCode::OK, "pong", "webhook configured");
+        return Err(refuse(StatusCode::OK, "pong", "webhook configured"));
     }
     let key = DeliveryKey::new(
-        header_str(&parts.headers, "x-github-hook-installation-target-id"),
-        header_str(&parts.headers, "x-github-hook-id"),
+        header_str(headers, "x-github-hook-installation-target-id"),
+        header_str(headers, "x-github-hook-id"),
         delivery,
     );
+    Ok((event_name, key))
+}
 
-    // 4. Parse (after the signature: unauthenticated input is never parsed).
-    let event = match events::parse(event_name, &json_body) {
-        Ok(e) => e,
-        Err(e) => return answer(StatusCode::BAD_REQUEST, "rejected", &e.to_string()),
-    };
+/// Step 4, parse (after the signature: unauthenticated input is never parsed); an event not
+/// handled is answered 202 here.
+fn parse_event(st: &Inner, event_name: &str, json_body: &Bytes) -> Result<Event, Refused> {
+    let event = events::parse(event_name, json_body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, "rejected", &e.to_string()))?;
     if let Event::Other(kind) = &event {
-        m.ignored.fetch_add(1, Ordering::Relaxed);
-        return answer(
+        st.metrics.ignored.fetch_add(1, Ordering::Relaxed);
+        return Err(refuse(
             StatusCode::ACCEPTED,
             "ignored",
             &format!("event {kind:?} is not handled"),
-        );
+        ));
     }
+    Ok(event)
+}
 
-    // 5. In-memory deduplication (the durable one is the annotation, checked in `process`).
-    let guard = match st.deliveries.claim(&key) {
+/// Step 5: in-memory deduplication (the durable one is the annotation, checked in `process`), then
+/// [`process`] within [`DEADLINE`] in the delivery's trace.
+async fn dispatch(st: &Inner, event_name: &str, key: &DeliveryKey, event: &Event) -> Response {
+    let m = &st.metrics;
+    let guard = match st.deliveries.claim(key) {
         Claim::New(g) => g,
         Claim::InFlight | Claim::Done => {
             m.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -229,7 +260,7 @@ async fn handle(State(state): State<WebhookState>, req: Request<Body>) -> Respon
     );
     let result = tokio::time::timeout(
         DEADLINE,
-        tracing::Instrument::instrument(process(st, &event, &key), span),
+        tracing::Instrument::instrument(process(st, event, key), span),
     )
     .await;
     match result {
@@ -352,8 +383,9 @@ async fn is_trusted(
     Ok(false)
 }
 
+/// Applies one delivery: read what it is about, decide (`intent::decide`), carry the outcome out;
+/// a conflicting concurrent write starts over (at most [`CONFLICT_RETRIES`] times).
 async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Response, String> {
-    let m = &st.metrics;
     let repo = event
         .repository()
         .map(|r| r.full_name.clone())
@@ -368,21 +400,13 @@ async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Respons
             let pause = 5 + rand::random::<u64>() % (10 * attempt as u64);
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
-        let workflow = match target(event, &st.cfg.namespace) {
-            Target::Name(name) => st.store.get(&name).await.map_err(err)?,
-            Target::Head { repository, sha } => st
-                .store
-                .find_by_head(&repository, &sha)
-                .await
-                .map_err(err)?,
-            Target::None => None,
-        };
+        let workflow = find_workflow(st, event).await.map_err(err)?;
         if let Some(wf) = &workflow
             && naming::recorded_deliveries(wf.metadata.annotations.as_ref())
                 .iter()
                 .any(|k| k == key.as_str())
         {
-            m.duplicates.fetch_add(1, Ordering::Relaxed);
+            st.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(answer(
                 StatusCode::OK,
                 "duplicate",
@@ -390,34 +414,13 @@ async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Respons
             ));
         }
         let templates = st.store.templates().await.map_err(err)?;
-        let template = match &workflow {
-            Some(wf) => templates
-                .iter()
-                .find(|t| t.metadata.name.as_deref() == Some(wf.spec.template_ref.name.as_str())),
-            None if matches!(event, Event::MergeGroup(_)) => {
-                intent::select_merge_group_template(&templates, &repo)
-            }
-            None => intent::select_template(&templates, &repo),
-        };
+        let template = template_for(&templates, workflow.as_ref(), event, &repo);
         let trusted = match actor(event, workflow.is_some()) {
             Some(login) => Some(is_trusted(st, inst, &repo, &login).await?),
             None => None,
         };
-        let pull_request: Option<PullRequest> = match event {
-            Event::IssueComment(e)
-                if workflow.is_none()
-                    && trusted == Some(true)
-                    && commands::parse(&e.comment.body).contains(&Ok(Command::OkToTest)) =>
-            {
-                Some(
-                    st.github
-                        .pull_request(inst, &repo, e.issue.number)
-                        .await
-                        .map_err(|e| format!("cannot read the pull request: {e}"))?,
-                )
-            }
-            _ => None,
-        };
+        let pull_request =
+            ok_to_test_pull_request(st, event, inst, &repo, workflow.is_some(), trusted).await?;
         let facts = Facts {
             now: st.github.now(),
             namespace: &st.cfg.namespace,
@@ -429,52 +432,138 @@ async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Respons
             pull_request: pull_request.as_ref(),
         };
         let outcome = intent::decide(event, &facts);
-        let pr_number = pr_number(event, workflow.as_ref());
-        match outcome {
-            Outcome::Ignore(reason) => {
-                m.ignored.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(delivery = key.as_str(), %reason, "ignored");
-                return Ok(answer(StatusCode::ACCEPTED, "ignored", &reason));
-            }
-            Outcome::Retry(reason) => return Err(reason),
-            Outcome::Reply(text) => {
-                if let Some(n) = pr_number {
-                    reply(st, inst, &repo, n, &text).await;
-                }
-                return Ok(answer(StatusCode::OK, "replied", &text));
-            }
-            Outcome::ForkPending {
-                repository,
-                pull_request,
-                head_sha,
-            } => {
-                fork_pending(st, inst, &repository, pull_request, &head_sha).await?;
-                return Ok(answer(
-                    StatusCode::ACCEPTED,
-                    "waiting",
-                    "pull request from a fork: waiting for a trusted `/qms ok-to-test`",
-                ));
-            }
-            Outcome::Apply {
-                change,
-                reply: text,
-                note,
-            } => {
-                match st.store.apply(workflow.as_ref(), &change, key).await {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict) => continue,
-                    Err(e) => return Err(e.to_string()),
-                }
-                m.applied.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(delivery = key.as_str(), %note, "applied");
-                if let (Some(text), Some(n)) = (text, pr_number) {
-                    reply(st, inst, &repo, n, &text).await;
-                }
-                return Ok(answer(StatusCode::OK, "applied", &note));
-            }
+        let delivery = Delivery {
+            event,
+            key,
+            inst,
+            repo: &repo,
+        };
+        if let Some(response) = carry_out(st, &delivery, workflow.as_ref(), outcome).await? {
+            return Ok(response);
         }
     }
     Err("the workflow kept changing concurrently; redeliver to retry".into())
+}
+
+/// The workflow the event is about, if it exists.
+async fn find_workflow(
+    st: &Inner,
+    event: &Event,
+) -> Result<Option<qms_api::QmsWorkflow>, StoreError> {
+    match target(event, &st.cfg.namespace) {
+        Target::Name(name) => st.store.get(&name).await,
+        Target::Head { repository, sha } => st.store.find_by_head(&repository, &sha).await,
+        Target::None => Ok(None),
+    }
+}
+
+/// The workflow's template, or for a new workflow the one selected for the repository.
+fn template_for<'a>(
+    templates: &'a [qms_api::WorkflowTemplate],
+    workflow: Option<&qms_api::QmsWorkflow>,
+    event: &Event,
+    repo: &str,
+) -> Option<&'a qms_api::WorkflowTemplate> {
+    match workflow {
+        Some(wf) => templates
+            .iter()
+            .find(|t| t.metadata.name.as_deref() == Some(wf.spec.template_ref.name.as_str())),
+        None if matches!(event, Event::MergeGroup(_)) => {
+            intent::select_merge_group_template(templates, repo)
+        }
+        None => intent::select_template(templates, repo),
+    }
+}
+
+/// The pull request, read for a trusted `/qms ok-to-test` on a PR without a workflow yet (a
+/// comment does not carry the head SHA).
+async fn ok_to_test_pull_request(
+    st: &Inner,
+    event: &Event,
+    inst: Option<u64>,
+    repo: &str,
+    workflow_exists: bool,
+    trusted: Option<bool>,
+) -> Result<Option<PullRequest>, String> {
+    match event {
+        Event::IssueComment(e)
+            if !workflow_exists
+                && trusted == Some(true)
+                && commands::parse(&e.comment.body).contains(&Ok(Command::OkToTest)) =>
+        {
+            Ok(Some(
+                st.github
+                    .pull_request(inst, repo, e.issue.number)
+                    .await
+                    .map_err(|e| format!("cannot read the pull request: {e}"))?,
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The delivery being processed, as [`carry_out`] needs it.
+struct Delivery<'a> {
+    event: &'a Event,
+    key: &'a DeliveryKey,
+    inst: Option<u64>,
+    repo: &'a str,
+}
+
+/// Carries out the decided outcome: the answer, or `None` when the write conflicted with a
+/// concurrent change (decide again).
+async fn carry_out(
+    st: &Inner,
+    d: &Delivery<'_>,
+    workflow: Option<&qms_api::QmsWorkflow>,
+    outcome: Outcome,
+) -> Result<Option<Response>, String> {
+    let m = &st.metrics;
+    let (key, inst, repo) = (d.key, d.inst, d.repo);
+    let pr_number = pr_number(d.event, workflow);
+    match outcome {
+        Outcome::Ignore(reason) => {
+            m.ignored.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(delivery = key.as_str(), %reason, "ignored");
+            Ok(Some(answer(StatusCode::ACCEPTED, "ignored", &reason)))
+        }
+        Outcome::Retry(reason) => Err(reason),
+        Outcome::Reply(text) => {
+            if let Some(n) = pr_number {
+                reply(st, inst, repo, n, &text).await;
+            }
+            Ok(Some(answer(StatusCode::OK, "replied", &text)))
+        }
+        Outcome::ForkPending {
+            repository,
+            pull_request,
+            head_sha,
+        } => {
+            fork_pending(st, inst, &repository, pull_request, &head_sha).await?;
+            Ok(Some(answer(
+                StatusCode::ACCEPTED,
+                "waiting",
+                "pull request from a fork: waiting for a trusted `/qms ok-to-test`",
+            )))
+        }
+        Outcome::Apply {
+            change,
+            reply: text,
+            note,
+        } => {
+            match st.store.apply(workflow, &change, key).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
+            m.applied.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(delivery = key.as_str(), %note, "applied");
+            if let (Some(text), Some(n)) = (text, pr_number) {
+                reply(st, inst, repo, n, &text).await;
+            }
+            Ok(Some(answer(StatusCode::OK, "applied", &note)))
+        }
+    }
 }
 
 fn pr_number(event: &Event, wf: Option<&qms_api::QmsWorkflow>) -> Option<u64> {

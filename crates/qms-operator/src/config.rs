@@ -386,11 +386,21 @@ impl Settings {
 
     pub fn from_parts(file: &FileConfig, args: &SettingsArgs) -> Result<Self, ConfigError> {
         let mut s = Settings::default();
+        // File values first (key names as in the file), then flags/env (key names as flags).
+        s.apply_file(file)?;
+        s.apply_scope_args(args)?;
+        s.apply_engine_args(args)?;
+        s.apply_runtime_args(args)?;
+        Ok(s)
+    }
+
+    /// The `orchestrator` section of the config file.
+    fn apply_file(&mut self, file: &FileConfig) -> Result<(), ConfigError> {
+        let s = self;
         let o = &file.orchestrator;
         if let Some(name) = &o.name {
             s.name = name.clone();
         }
-        // File values first (key names as in the file), then flags/env (key names as flags).
         let we = &o.workflow_engine;
         if let Some(n) = we.max_concurrent_workflows {
             s.max_concurrent_workflows = n;
@@ -427,7 +437,12 @@ impl Settings {
                 d.as_str(),
             )?;
         }
+        Ok(())
+    }
 
+    /// Flags and environment: namespaces, HTTP address, workflow slots.
+    fn apply_scope_args(&mut self, args: &SettingsArgs) -> Result<(), ConfigError> {
+        let s = self;
         if !args.namespaces.is_empty() {
             let mut ns: Vec<String> = args
                 .namespaces
@@ -446,22 +461,12 @@ impl Settings {
             check_max_concurrent("--max-concurrent-workflows", n)?;
             s.max_concurrent_workflows = n;
         }
-        if let Some(d) = &args.default_timeout {
-            s.engine.default_timeout = duration("--default-timeout", d)?;
-        }
-        if let Some(b) = args.retry_exponential_base {
-            check_base("--retry-exponential-base", b)?;
-            s.engine.retry_base = b;
-        }
-        if let Some(d) = &args.gate_timeout_buffer {
-            s.engine.gate_timeout_buffer = duration("--gate-timeout-buffer", d)?;
-        }
-        if let Some(d) = &args.escalation_threshold {
-            s.engine.gate_escalation_threshold = duration("--escalation-threshold", d)?;
-        }
-        if let Some(d) = &args.health_check_interval {
-            s.health_check_interval = duration("--health-check-interval", d)?;
-        }
+        Ok(())
+    }
+
+    /// Flags and environment: controller concurrency, reload, tracing, result size.
+    fn apply_runtime_args(&mut self, args: &SettingsArgs) -> Result<(), ConfigError> {
+        let s = self;
         if let Some(c) = args.workflow_concurrency {
             if c == 0 {
                 return Err(invalid("--workflow-concurrency", "must be at least 1"));
@@ -491,7 +496,29 @@ impl Settings {
             }
             s.engine.max_result_bytes = b;
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// Flags and environment of the engine: timeouts, retries, gates, health checks.
+    fn apply_engine_args(&mut self, args: &SettingsArgs) -> Result<(), ConfigError> {
+        let s = self;
+        if let Some(d) = &args.default_timeout {
+            s.engine.default_timeout = duration("--default-timeout", d)?;
+        }
+        if let Some(b) = args.retry_exponential_base {
+            check_base("--retry-exponential-base", b)?;
+            s.engine.retry_base = b;
+        }
+        if let Some(d) = &args.gate_timeout_buffer {
+            s.engine.gate_timeout_buffer = duration("--gate-timeout-buffer", d)?;
+        }
+        if let Some(d) = &args.escalation_threshold {
+            s.engine.gate_escalation_threshold = duration("--escalation-threshold", d)?;
+        }
+        if let Some(d) = &args.health_check_interval {
+            s.health_check_interval = duration("--health-check-interval", d)?;
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::UnboundedSender;
@@ -19,11 +19,7 @@ use crate::config::{LiveSettings, Settings};
 use crate::metrics::Metrics;
 use crate::observe;
 
-/// Locks a std mutex, recovering the data if a panicking thread poisoned it (the data are caches
-/// of derived facts, always safe to keep using).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::locks::lock;
 
 pub struct Stores {
     pub workflows: Store<QmsWorkflow>,
@@ -108,8 +104,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub scopes: Vec<Arc<Scope>>,
-    /// Held from observing to the end of the Job actions of one workflow reconcile, so that two
-    /// workflows never both take the last free slot or the last free place of an agent.
+    /// Held while one workflow is observed, decided on and its places reserved (no API call
+    /// inside, see `decide::decide_and_reserve`), so that two workflows never both take the last
+    /// free slot or the last free place of an agent.
     pub decide_lock: tokio::sync::Mutex<()>,
     /// Workflows given a slot whose status write is not in the cache yet (by uid).
     pub admitted: Mutex<HashMap<String, Admission>>,
@@ -118,6 +115,10 @@ pub struct Shared {
     /// Workflow uid → the resourceVersion we based our last status write on: seeing it again in the
     /// cache means the cache is behind our own write.
     pub stale_versions: Mutex<HashMap<String, String>>,
+    /// Baselines of completed runs not yet in their QualityGate's status, by (namespace, gate):
+    /// recorded by the workflow controller, written by the QualityGate controller (the one writer
+    /// of QualityGate status).
+    pub pending_baselines: Mutex<HashMap<(String, String), Vec<qms_api::gate::BaselineValue>>>,
     /// Consecutive failures per object key (for the error backoff).
     pub failures: Mutex<HashMap<String, u32>>,
     /// Signals cache readiness changes (see [`Shared::wait_ready`]).

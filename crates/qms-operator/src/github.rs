@@ -25,7 +25,7 @@ use qms_engine::JobObservation;
 use qms_github::checks::{CheckAnnotation, StepAnnotations};
 use qms_github::{CheckSyncer, GithubClient, GithubConfig, SystemClock, WebhookState};
 
-use crate::context::lock;
+use crate::locks::lock;
 
 /// What qms-github last stored in a workflow's status (`checkRuns`, `dispatches`).
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -6,7 +6,12 @@
 //! Agents, Gates and Templates anyway. So every kind is watched exactly once per scope, cached
 //! (with `managedFields` and unneeded specs stripped — Tekton #3561), and each event is mapped to
 //! the workflows/templates/agents it concerns and sent into the controllers' `reconcile_on`
-//! channels. The mappings are:
+//! channels. Each kind is one [`Watches::watch`] call with its own [`Route`]. Not kube-runtime's
+//! shared streams (`reflect_shared` + `Controller::for_shared_stream`): they fan one watch out to
+//! controllers of the same kind, while here each event maps to objects of other kinds, decided
+//! with the routing state below; the controllers run on `reconcile_on` channels instead.
+//! Jobs and Pods: only the operator's own ([`owned_selector`]), stripped to what is read.
+//! The mappings are:
 //! - QmsWorkflow → itself; a workflow leaving the running set (finished, deleted) → every workflow
 //!   waiting for a slot (first come, first served; see `observe::slot_available`). With GitHub on,
 //!   also → the check-run sync of that workflow, on any change but the sync's own writes.
@@ -23,9 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use futures::channel::mpsc::{UnboundedReceiver, unbounded};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -37,6 +42,7 @@ use tokio::task::JoinSet;
 use crate::context::{Scope, Shared, Stores, Triggers};
 use crate::jobs::{
     AGENT_LABEL, JOB_NAME_LABEL, LEGACY_JOB_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+    WORKFLOW_LABEL,
 };
 use crate::observe;
 
@@ -124,52 +130,140 @@ where
     }
 }
 
+/// The kinds cached per scope, in the order of [`Scope::synced`].
+#[derive(Clone, Copy, Debug)]
+pub enum Cached {
+    Workflows,
+    Templates,
+    Gates,
+    Agents,
+    Jobs,
+    Pods,
+}
+
+/// The selector of the Jobs and Pods the operator watches: only its own (every Job it creates,
+/// and so its Pods, carries both labels), so a busy cluster's other Jobs and Pods are never cached.
+pub fn owned_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{WORKFLOW_LABEL}")
+}
+
 fn strip<K: ResourceExt>(obj: &mut K) {
     obj.managed_fields_mut().clear();
     obj.annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-/// Runs one reflector: watch (with the default backoff, so watch drops re-list) → strip → cache →
-/// `route` each event.
-#[allow(clippy::too_many_arguments)]
-fn spawn_reflector<K>(
-    tasks: &mut JoinSet<()>,
-    api: Api<K>,
-    config: watcher::Config,
-    writer: Writer<K>,
-    shared: Arc<Shared>,
-    synced: Arc<Scope>,
-    index: usize,
-    modify: impl FnMut(&mut K) + Send + 'static,
-    mut route: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let kind = K::kind(&Default::default()).into_owned();
-    tasks.spawn(async move {
-        let stream = watcher(api, config)
-            .default_backoff()
-            .modify(modify)
-            .reflect(writer);
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(ev) => {
-                    if matches!(ev, watcher::Event::InitDone)
-                        && !synced.synced[index].load(Ordering::Acquire)
-                    {
-                        shared.mark_synced(&synced, index);
+/// Observing needs a Job's metadata and status only; the pod template (with the task payload)
+/// would be most of the cached bytes.
+fn strip_job(job: &mut Job) {
+    strip(job);
+    job.spec = None;
+}
+
+/// Of a Pod only the labels, the owner and each container's name and state are read (the result
+/// is the terminated state's message): spec, annotations and the rest of the status go.
+fn strip_pod(pod: &mut Pod) {
+    strip(pod);
+    pod.spec = None;
+    pod.metadata.annotations = None;
+    pod.status = pod.status.take().map(|s| PodStatus {
+        container_statuses: s.container_statuses.map(|cs| {
+            cs.into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    state: c.state,
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        }),
+        ..PodStatus::default()
+    });
+}
+
+/// What one kind's events trigger ("X changed → reconcile these objects").
+trait Route<K>: Send + 'static {
+    fn route(&mut self, ev: &watcher::Event<K>);
+    /// After a re-list: `live` are the uids listed. Per-object routing state of any other object
+    /// is dropped (its Delete was missed while the watch was down), so it stays sized by what is
+    /// live.
+    fn relisted(&mut self, live: &HashSet<String>);
+}
+
+/// Keeps the entries of `map` whose uid is `live`.
+fn retain_live<V>(map: &mut HashMap<String, V>, live: &HashSet<String>) {
+    map.retain(|uid, _| live.contains(uid));
+}
+
+/// Starts the reflectors of one scope; [`Watches::watch`] is the one way a kind is watched.
+struct Watches<'a> {
+    shared: &'a Arc<Shared>,
+    scope: &'a Arc<Scope>,
+    tasks: &'a mut JoinSet<()>,
+}
+
+impl Watches<'_> {
+    /// Runs one reflector: watch (with the default backoff, so watch drops re-list) → `modify`
+    /// (strip what is never read) → cache → `route` each event; marks `cached` synced on its
+    /// first complete list.
+    fn watch<K>(
+        &mut self,
+        cached: Cached,
+        config: watcher::Config,
+        writer: Writer<K>,
+        modify: fn(&mut K),
+        mut route: impl Route<K>,
+    ) where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let api = api::<K>(&self.shared.client, self.scope.namespace.as_deref());
+        let kind = K::kind(&Default::default()).into_owned();
+        let (shared, scope) = (self.shared.clone(), self.scope.clone());
+        let index = cached as usize;
+        self.tasks.spawn(async move {
+            let stream = watcher(api, config)
+                .default_backoff()
+                .modify(modify)
+                .reflect(writer);
+            let mut stream = std::pin::pin!(stream);
+            let mut listed: Option<HashSet<String>> = None;
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(ev) => {
+                        match &ev {
+                            watcher::Event::Init => listed = Some(HashSet::new()),
+                            watcher::Event::InitApply(o) => {
+                                if let Some(l) = &mut listed {
+                                    l.insert(o.uid().unwrap_or_default());
+                                }
+                            }
+                            watcher::Event::InitDone => {
+                                if let Some(l) = listed.take() {
+                                    route.relisted(&l);
+                                }
+                            }
+                            _ => {}
+                        }
+                        if matches!(ev, watcher::Event::InitDone)
+                            && !scope.synced[index].load(Ordering::Acquire)
+                        {
+                            shared.mark_synced(&scope, index);
+                        }
+                        route.route(&ev);
                     }
-                    route(&ev);
-                }
-                Err(e) => {
-                    tracing::warn!(kind = %kind, error = %e, "watch failed; retrying with backoff")
+                    Err(e) => {
+                        tracing::warn!(kind = %kind, error = %e, "watch failed; retrying with backoff")
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 fn applied<K>(ev: &watcher::Event<K>) -> Option<(&K, bool)> {
@@ -191,277 +285,313 @@ fn owner_workflow(job: &Job) -> Option<ObjectRef<QmsWorkflow>> {
 
 /// Starts the reflectors of `scope`, routing events to the controllers.
 pub fn spawn(shared: &Arc<Shared>, scope: &Arc<Scope>, writers: Writers, tasks: &mut JoinSet<()>) {
-    let client = &shared.client;
-    let ns = scope.namespace.as_deref();
-    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let all = watcher::Config::default;
+    let owned = || watcher::Config::default().labels(&owned_selector());
+    let mut w = Watches {
+        shared,
+        scope,
+        tasks,
+    };
+    let workflows = WorkflowRoutes::new(shared, scope);
+    w.watch(
+        Cached::Workflows,
+        all(),
+        writers.workflows,
+        strip,
+        workflows,
+    );
+    let templates = TemplateRoutes::new(scope);
+    w.watch(
+        Cached::Templates,
+        all(),
+        writers.templates,
+        strip,
+        templates,
+    );
+    let gates = CatalogRoutes::new(scope, |t| &t.gates);
+    w.watch(Cached::Gates, all(), writers.gates, strip, gates);
+    let agents = CatalogRoutes::new(scope, |t| &t.agents);
+    w.watch(Cached::Agents, all(), writers.agents, strip, agents);
+    let jobs = JobRoutes::new(shared, scope);
+    w.watch(Cached::Jobs, owned(), writers.jobs, strip_job, jobs);
+    let pods = PodRoutes::new(scope);
+    w.watch(Cached::Pods, owned(), writers.pods, strip_pod, pods);
+}
 
-    // QmsWorkflow
-    {
-        let shared = shared.clone();
-        let scope2 = scope.clone();
-        let mut holds_slot: HashMap<String, bool> = HashMap::new();
-        // What makes a reconcile worthwhile: spec (generation), deletion, finalizers. A status-only
-        // change is our own write, and a decision is a fixed point: deciding again on it changes
-        // nothing — unless a reconcile is waiting for exactly that write to reach the cache.
-        let mut seen: HashMap<String, (Option<i64>, bool, usize)> = HashMap::new();
-        let mut github = shared.github.clone().map(GithubRouting::new);
-        spawn_reflector(
-            tasks,
-            api::<QmsWorkflow>(client, ns),
-            watcher::Config::default(),
-            writers.workflows,
-            shared.clone(),
-            scope.clone(),
-            0,
-            strip,
-            move |ev| {
-                if let Some(gh) = &mut github {
-                    gh.route(ev, &scope2);
-                }
-                let Some((wf, deleted)) = applied(ev) else {
-                    return;
-                };
-                let uid = wf.uid().unwrap_or_default();
-                let holds = !deleted && observe::occupies_slot(wf);
-                let before = if deleted {
-                    holds_slot.remove(&uid)
-                } else {
-                    holds_slot.insert(uid, holds)
-                };
-                if deleted {
-                    seen.remove(&wf.uid().unwrap_or_default());
-                } else {
-                    let uid = wf.uid().unwrap_or_default();
-                    let key = (
-                        wf.meta().generation,
-                        wf.metadata.deletion_timestamp.is_some(),
-                        wf.finalizers().len(),
-                    );
-                    let changed = seen.insert(uid.clone(), key) != Some(key);
-                    let awaited = crate::context::lock(&shared.stale_versions).contains_key(&uid);
-                    if changed || awaited || matches!(ev, watcher::Event::InitApply(_)) {
-                        scope2.trigger_workflow(wf);
-                    }
-                }
-                if before == Some(true) && !holds {
-                    shared.trigger_waiting();
-                }
-            },
-        );
+/// QmsWorkflow → itself; leaving the running set → the workflows next in line for a slot; with
+/// GitHub on → the check-run sync.
+struct WorkflowRoutes {
+    shared: Arc<Shared>,
+    scope: Arc<Scope>,
+    holds_slot: HashMap<String, bool>,
+    /// What makes a reconcile worthwhile: spec (generation), deletion, finalizers. A status-only
+    /// change is our own write, and a decision is a fixed point: deciding again on it changes
+    /// nothing — unless a reconcile is waiting for exactly that write to reach the cache.
+    seen: HashMap<String, (Option<i64>, bool, usize)>,
+    github: Option<GithubRouting>,
+}
+
+impl WorkflowRoutes {
+    fn new(shared: &Arc<Shared>, scope: &Arc<Scope>) -> Self {
+        Self {
+            shared: shared.clone(),
+            scope: scope.clone(),
+            holds_slot: HashMap::new(),
+            seen: HashMap::new(),
+            github: shared.github.clone().map(GithubRouting::new),
+        }
+    }
+}
+
+impl Route<QmsWorkflow> for WorkflowRoutes {
+    fn route(&mut self, ev: &watcher::Event<QmsWorkflow>) {
+        if let Some(gh) = &mut self.github {
+            gh.route(ev, &self.scope);
+        }
+        let Some((wf, deleted)) = applied(ev) else {
+            return;
+        };
+        let uid = wf.uid().unwrap_or_default();
+        let holds = !deleted && observe::occupies_slot(wf);
+        let before = if deleted {
+            self.holds_slot.remove(&uid)
+        } else {
+            self.holds_slot.insert(uid, holds)
+        };
+        if deleted {
+            self.seen.remove(&wf.uid().unwrap_or_default());
+        } else {
+            let uid = wf.uid().unwrap_or_default();
+            let key = (
+                wf.meta().generation,
+                wf.metadata.deletion_timestamp.is_some(),
+                wf.finalizers().len(),
+            );
+            let changed = self.seen.insert(uid.clone(), key) != Some(key);
+            let awaited = crate::context::lock(&self.shared.stale_versions).contains_key(&uid);
+            if changed || awaited || matches!(ev, watcher::Event::InitApply(_)) {
+                self.scope.trigger_workflow(wf);
+            }
+        }
+        if before == Some(true) && !holds {
+            self.shared.trigger_waiting();
+        }
     }
 
-    // WorkflowTemplate
-    {
-        let scope2 = scope.clone();
-        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
-        spawn_reflector(
-            tasks,
-            api::<WorkflowTemplate>(client, ns),
-            watcher::Config::default(),
-            writers.templates,
-            shared.clone(),
-            scope.clone(),
-            1,
-            strip,
-            move |ev| {
-                let Some((t, deleted)) = applied(ev) else {
-                    return;
-                };
-                let changed = spec_changed(&mut generations, t, deleted);
-                if !deleted && (changed || matches!(ev, watcher::Event::InitApply(_))) {
-                    let _ = scope2
-                        .triggers
-                        .templates
-                        .unbounded_send(ObjectRef::from_obj(t));
-                }
-                if changed && !matches!(ev, watcher::Event::InitApply(_)) {
-                    let name = t.name_any();
-                    let tns = t.namespace();
-                    for wf in scope2.stores.workflows.state() {
-                        if wf.namespace() == tns
-                            && wf.spec.template_ref.name == name
-                            && !observe::state_of(&wf).is_terminal()
-                        {
-                            scope2.trigger_workflow(&wf);
-                        }
-                    }
-                }
-            },
-        );
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.holds_slot, live);
+        retain_live(&mut self.seen, live);
     }
+}
 
-    // QualityGate
-    {
-        let scope2 = scope.clone();
-        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
-        spawn_reflector(
-            tasks,
-            api::<QualityGate>(client, ns),
-            watcher::Config::default(),
-            writers.gates,
-            shared.clone(),
-            scope.clone(),
-            2,
-            strip,
-            move |ev| {
-                let Some((g, deleted)) = applied(ev) else {
-                    return;
-                };
-                let changed = spec_changed(&mut generations, g, deleted);
-                if !deleted && (changed || matches!(ev, watcher::Event::InitApply(_))) {
-                    let _ = scope2.triggers.gates.unbounded_send(ObjectRef::from_obj(g));
-                }
-                if changed && !matches!(ev, watcher::Event::InitApply(_)) {
-                    catalog_changed(&scope2, g.namespace().as_deref());
-                }
-            },
-        );
+/// WorkflowTemplate → itself; on spec change or deletion → the unfinished workflows using it.
+struct TemplateRoutes {
+    scope: Arc<Scope>,
+    generations: HashMap<String, Option<i64>>,
+}
+
+impl TemplateRoutes {
+    fn new(scope: &Arc<Scope>) -> Self {
+        Self {
+            scope: scope.clone(),
+            generations: HashMap::new(),
+        }
     }
+}
 
-    // Agent
-    {
-        let scope2 = scope.clone();
-        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
-        spawn_reflector(
-            tasks,
-            api::<Agent>(client, ns),
-            watcher::Config::default(),
-            writers.agents,
-            shared.clone(),
-            scope.clone(),
-            3,
-            strip,
-            move |ev| {
-                let Some((a, deleted)) = applied(ev) else {
-                    return;
-                };
-                let changed = spec_changed(&mut generations, a, deleted);
-                if !deleted && (changed || matches!(ev, watcher::Event::InitApply(_))) {
-                    let _ = scope2
-                        .triggers
-                        .agents
-                        .unbounded_send(ObjectRef::from_obj(a));
-                }
-                if changed && !matches!(ev, watcher::Event::InitApply(_)) {
-                    catalog_changed(&scope2, a.namespace().as_deref());
-                }
-            },
-        );
-    }
-
-    // Job
-    {
-        let shared = shared.clone();
-        let scope2 = scope.clone();
-        let mut phases: HashMap<String, JobPhase> = HashMap::new();
-        spawn_reflector(
-            tasks,
-            api::<Job>(client, ns),
-            managed.clone(),
-            writers.jobs,
-            shared.clone(),
-            scope.clone(),
-            4,
-            |job: &mut Job| {
-                strip(job);
-                // Observing needs metadata and status only; the pod template (with the task
-                // payload) would be most of the cached bytes.
-                job.spec = None;
-            },
-            move |ev| {
-                let Some((job, deleted)) = applied(ev) else {
-                    return;
-                };
-                let uid = job.uid().unwrap_or_default();
-                let phase = observe::job_phase(job);
-                let before = if deleted {
-                    phases.remove(&uid)
-                } else {
-                    phases.insert(uid, phase)
-                };
-                // The engine looks at a Job's existence and phase only: other status updates
-                // (active/ready counters, start time) need no reconcile.
-                if (before != Some(phase) || deleted)
-                    && let Some(owner) = owner_workflow(job)
+impl Route<WorkflowTemplate> for TemplateRoutes {
+    fn route(&mut self, ev: &watcher::Event<WorkflowTemplate>) {
+        let Some((t, deleted)) = applied(ev) else {
+            return;
+        };
+        let scope = &self.scope;
+        let changed = spec_changed(&mut self.generations, t, deleted);
+        if !deleted && (changed || matches!(ev, watcher::Event::InitApply(_))) {
+            let _ = scope
+                .triggers
+                .templates
+                .unbounded_send(ObjectRef::from_obj(t));
+        }
+        if changed && !matches!(ev, watcher::Event::InitApply(_)) {
+            let name = t.name_any();
+            let tns = t.namespace();
+            for wf in scope.stores.workflows.state() {
+                if wf.namespace() == tns
+                    && wf.spec.template_ref.name == name
+                    && !observe::state_of(&wf).is_terminal()
                 {
-                    let _ = scope2.triggers.workflows.unbounded_send(owner);
+                    scope.trigger_workflow(&wf);
                 }
-                let jns = job.namespace().unwrap_or_default();
-                let freed = match (before, deleted) {
-                    (Some(JobPhase::Active), true) => true,
-                    (Some(JobPhase::Active), false) => phase != JobPhase::Active,
-                    _ => false,
-                };
-                let phase_changed = deleted || before != Some(phase);
-                if phase_changed && let Some(agent) = job.labels().get(AGENT_LABEL) {
-                    let _ = scope2
-                        .triggers
-                        .agents
-                        .unbounded_send(ObjectRef::new(agent).within(&jns));
-                }
-                if freed {
-                    shared.trigger_capacity_waiters(&jns);
-                }
-            },
-        );
+            }
+        }
     }
 
-    // Pod
-    {
-        let scope2 = scope.clone();
-        let mut terminated: HashMap<String, bool> = HashMap::new();
-        spawn_reflector(
-            tasks,
-            api::<Pod>(client, ns),
-            managed,
-            writers.pods,
-            shared.clone(),
-            scope.clone(),
-            5,
-            |pod: &mut Pod| {
-                strip(pod);
-                pod.spec = None;
-            },
-            move |ev| {
-                let Some((pod, deleted)) = applied(ev) else {
-                    return;
-                };
-                let uid = pod.uid().unwrap_or_default();
-                let done = !deleted
-                    && pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.container_statuses.as_ref())
-                        .is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
-                        });
-                let before = if deleted {
-                    terminated.remove(&uid)
-                } else {
-                    terminated.insert(uid, done)
-                };
-                if !done || before == Some(true) {
-                    return;
-                }
-                let labels = pod.labels();
-                let Some(job_name) = labels
-                    .get(JOB_NAME_LABEL)
-                    .or_else(|| labels.get(LEGACY_JOB_NAME_LABEL))
-                else {
-                    return;
-                };
-                let pns = pod.namespace().unwrap_or_default();
-                if let Some(job) = scope2
-                    .stores
-                    .jobs
-                    .get(&ObjectRef::new(job_name).within(&pns))
-                    && let Some(owner) = owner_workflow(&job)
-                {
-                    let _ = scope2.triggers.workflows.unbounded_send(owner);
-                }
-            },
-        );
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.generations, live);
+    }
+}
+
+/// QualityGate / Agent → itself; on spec change or deletion → the templates and unfinished
+/// workflows of its namespace ([`catalog_changed`]).
+struct CatalogRoutes<K: Resource> {
+    scope: Arc<Scope>,
+    generations: HashMap<String, Option<i64>>,
+    trigger: fn(&Triggers) -> &UnboundedSender<ObjectRef<K>>,
+}
+
+impl<K: Resource> CatalogRoutes<K> {
+    fn new(scope: &Arc<Scope>, trigger: fn(&Triggers) -> &UnboundedSender<ObjectRef<K>>) -> Self {
+        Self {
+            scope: scope.clone(),
+            generations: HashMap::new(),
+            trigger,
+        }
+    }
+}
+
+impl<K> Route<K> for CatalogRoutes<K>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    fn route(&mut self, ev: &watcher::Event<K>) {
+        let Some((obj, deleted)) = applied(ev) else {
+            return;
+        };
+        let changed = spec_changed(&mut self.generations, obj, deleted);
+        if !deleted && (changed || matches!(ev, watcher::Event::InitApply(_))) {
+            let _ = (self.trigger)(&self.scope.triggers).unbounded_send(ObjectRef::from_obj(obj));
+        }
+        if changed && !matches!(ev, watcher::Event::InitApply(_)) {
+            catalog_changed(&self.scope, obj.namespace().as_deref());
+        }
+    }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.generations, live);
+    }
+}
+
+/// Job → its owner workflow (on a phase change or deletion); a Job that finished or vanished
+/// while active → the workflows of its namespace that may wait for agent capacity; any phase
+/// change → its Agent (status).
+struct JobRoutes {
+    shared: Arc<Shared>,
+    scope: Arc<Scope>,
+    phases: HashMap<String, JobPhase>,
+}
+
+impl JobRoutes {
+    fn new(shared: &Arc<Shared>, scope: &Arc<Scope>) -> Self {
+        Self {
+            shared: shared.clone(),
+            scope: scope.clone(),
+            phases: HashMap::new(),
+        }
+    }
+}
+
+impl Route<Job> for JobRoutes {
+    fn route(&mut self, ev: &watcher::Event<Job>) {
+        let Some((job, deleted)) = applied(ev) else {
+            return;
+        };
+        let uid = job.uid().unwrap_or_default();
+        let phase = observe::job_phase(job);
+        let before = if deleted {
+            self.phases.remove(&uid)
+        } else {
+            self.phases.insert(uid, phase)
+        };
+        // The engine looks at a Job's existence and phase only: other status updates
+        // (active/ready counters, start time) need no reconcile.
+        if (before != Some(phase) || deleted)
+            && let Some(owner) = owner_workflow(job)
+        {
+            let _ = self.scope.triggers.workflows.unbounded_send(owner);
+        }
+        let jns = job.namespace().unwrap_or_default();
+        let freed = match (before, deleted) {
+            (Some(JobPhase::Active), true) => true,
+            (Some(JobPhase::Active), false) => phase != JobPhase::Active,
+            _ => false,
+        };
+        let phase_changed = deleted || before != Some(phase);
+        if phase_changed && let Some(agent) = job.labels().get(AGENT_LABEL) {
+            let _ = self
+                .scope
+                .triggers
+                .agents
+                .unbounded_send(ObjectRef::new(agent).within(&jns));
+        }
+        if freed {
+            self.shared.trigger_capacity_waiters(&jns);
+        }
+    }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.phases, live);
+    }
+}
+
+/// Pod → the workflow owning its Job, when the container's result (terminated state) appears.
+struct PodRoutes {
+    scope: Arc<Scope>,
+    terminated: HashMap<String, bool>,
+}
+
+impl PodRoutes {
+    fn new(scope: &Arc<Scope>) -> Self {
+        Self {
+            scope: scope.clone(),
+            terminated: HashMap::new(),
+        }
+    }
+}
+
+impl Route<Pod> for PodRoutes {
+    fn route(&mut self, ev: &watcher::Event<Pod>) {
+        let Some((pod, deleted)) = applied(ev) else {
+            return;
+        };
+        let uid = pod.uid().unwrap_or_default();
+        let done = !deleted
+            && pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+                });
+        let before = if deleted {
+            self.terminated.remove(&uid)
+        } else {
+            self.terminated.insert(uid, done)
+        };
+        if !done || before == Some(true) {
+            return;
+        }
+        let labels = pod.labels();
+        let Some(job_name) = labels
+            .get(JOB_NAME_LABEL)
+            .or_else(|| labels.get(LEGACY_JOB_NAME_LABEL))
+        else {
+            return;
+        };
+        let pns = pod.namespace().unwrap_or_default();
+        if let Some(job) = self
+            .scope
+            .stores
+            .jobs
+            .get(&ObjectRef::new(job_name).within(&pns))
+            && let Some(owner) = owner_workflow(&job)
+        {
+            let _ = self.scope.triggers.workflows.unbounded_send(owner);
+        }
+    }
+
+    fn relisted(&mut self, live: &HashSet<String>) {
+        retain_live(&mut self.terminated, live);
     }
 }
 
@@ -553,5 +683,69 @@ fn catalog_changed(scope: &Scope, namespace: Option<&str>) {
         if wf.namespace().as_deref() == namespace && !observe::state_of(&wf).is_terminal() {
             scope.trigger_workflow(&wf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "j-abcde", "namespace": "ns", "uid": "p1",
+                "labels": {"batch.kubernetes.io/job-name": "j", WORKFLOW_LABEL: "wf"},
+                "annotations": {"a": "b".repeat(2000)},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}],
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j",
+                    "uid": "j-uid", "controller": true}]
+            },
+            "spec": {"containers": [{"name": "agent", "image": "busybox",
+                "env": [{"name": "QMS_TASK", "value": "x".repeat(4000)}]}]},
+            "status": {
+                "phase": "Failed",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{
+                    "name": "agent", "image": "busybox", "imageID": "sha256:1", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 3, "reason": "Error",
+                        "message": "{\"status\":\"failure\"}",
+                        "finishedAt": "2026-01-01T00:05:00Z"}}
+                }]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn job() -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j", "namespace": "ns", "uid": "j-uid",
+                "labels": {WORKFLOW_LABEL: "wf"}},
+            "status": {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "lastTransitionTime": "2026-01-01T00:05:01Z"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stripped_pod_is_observed_as_the_full_one() {
+        let (full, job) = (pod(), job());
+        let mut stripped = full.clone();
+        strip_pod(&mut stripped);
+        let now = chrono::Utc::now();
+        let before = observe::observe_job(&job, &[&full], now);
+        let after = observe::observe_job(&job, &[&stripped], now);
+        assert_eq!(format!("{before:?}"), format!("{after:?}"));
+        assert_eq!(after.0.exit_code, Some(3), "the result survives");
+        assert!(observe::pod_of_job(&stripped, &job));
+        assert!(stripped.spec.is_none() && stripped.metadata.annotations.is_none());
+        assert!(stripped.managed_fields().is_empty());
+        let size = |p: &Pod| serde_json::to_vec(p).unwrap().len();
+        assert!(
+            size(&stripped) * 10 < size(&full),
+            "{} vs {}",
+            size(&stripped),
+            size(&full)
+        );
     }
 }

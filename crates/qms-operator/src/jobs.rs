@@ -41,6 +41,29 @@ pub enum BuildError {
     Payload(String),
 }
 
+/// The labels of the Job (and its Pods) of `task`: the engine's, then the operator's own.
+pub fn job_labels(task: &TaskSpec, workflow_name: &str) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = task.labels.clone();
+    // The engine's label values win (it shortens names longer than a label value may be).
+    labels
+        .entry(WORKFLOW_LABEL.to_owned())
+        .or_insert_with(|| workflow_name.to_owned());
+    labels
+        .entry(AGENT_LABEL.to_owned())
+        .or_insert_with(|| task.agent.clone());
+    labels
+        .entry(STEP_LABEL.to_owned())
+        .or_insert_with(|| task.step.clone());
+    labels
+        .entry(RUN_LABEL.to_owned())
+        .or_insert_with(|| task.run.to_string());
+    labels
+        .entry(ATTEMPT_LABEL.to_owned())
+        .or_insert_with(|| task.attempt.to_string());
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    labels
+}
+
 /// Builds the Job of `task` for `workflow`, running `agent`'s container.
 pub fn build_job(
     task: &TaskSpec,
@@ -64,52 +87,9 @@ pub fn build_job(
         .clone()
         .ok_or(BuildError::MissingMetadata("uid"))?;
 
-    let mut labels: BTreeMap<String, String> = task.labels.clone();
-    // The engine's label values win (it shortens names longer than a label value may be).
-    labels
-        .entry(WORKFLOW_LABEL.to_owned())
-        .or_insert_with(|| wf_name.clone());
-    labels
-        .entry(AGENT_LABEL.to_owned())
-        .or_insert_with(|| task.agent.clone());
-    labels
-        .entry(STEP_LABEL.to_owned())
-        .or_insert_with(|| task.step.clone());
-    labels
-        .entry(RUN_LABEL.to_owned())
-        .or_insert_with(|| task.run.to_string());
-    labels
-        .entry(ATTEMPT_LABEL.to_owned())
-        .or_insert_with(|| task.attempt.to_string());
-    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    let labels = job_labels(task, &wf_name);
 
-    let payload =
-        serde_json::to_string(&task.payload).map_err(|e| BuildError::Payload(e.to_string()))?;
-
-    let spec = &workflow.spec;
-    // The agent's own env first, ours after: for duplicate names the later entry wins, so an agent
-    // cannot shadow the task payload by accident.
-    let mut env: Vec<EnvVar> = agent.job.env.clone();
-    let mut push = |name: &str, value: String| {
-        env.retain(|e| e.name != name);
-        env.push(EnvVar {
-            name: name.to_owned(),
-            value: Some(value),
-            value_from: None,
-        });
-    };
-    push(payload_env, payload);
-    push("QMS_WORKFLOW", wf_name.clone());
-    push("QMS_NAMESPACE", namespace.clone());
-    push("QMS_STEP", task.step.clone());
-    push("QMS_AGENT", task.agent.clone());
-    push("QMS_RUN", task.run.to_string());
-    push("QMS_ATTEMPT", task.attempt.to_string());
-    push("QMS_REPOSITORY", spec.repository.clone());
-    push("QMS_PULL_REQUEST", spec.pull_request.to_string());
-    push("QMS_HEAD_SHA", head_sha_of(task, workflow));
-    push("QMS_BASE_REF", spec.base_ref.clone());
-    push("QMS_HEAD_REF", spec.head_ref.clone());
+    let env = task_env(task, workflow, agent, payload_env)?;
 
     // activeDeadlineSeconds must be ≥ 1; round up so a 1.5 s timeout is not cut to 1 s.
     let deadline = (task.timeout.as_millis().div_ceil(1000)).clamp(1, i64::MAX as u128) as i64;
@@ -160,6 +140,44 @@ pub fn build_job(
         }),
         status: None,
     })
+}
+
+/// The container's environment: the agent's own env first, the task's after (payload, workflow,
+/// step, run, pull request).
+fn task_env(
+    task: &TaskSpec,
+    workflow: &QmsWorkflow,
+    agent: &AgentSpec,
+    payload_env: &str,
+) -> Result<Vec<EnvVar>, BuildError> {
+    let payload =
+        serde_json::to_string(&task.payload).map_err(|e| BuildError::Payload(e.to_string()))?;
+
+    let spec = &workflow.spec;
+    // The agent's own env first, ours after: for duplicate names the later entry wins, so an agent
+    // cannot shadow the task payload by accident.
+    let mut env: Vec<EnvVar> = agent.job.env.clone();
+    let mut push = |name: &str, value: String| {
+        env.retain(|e| e.name != name);
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        });
+    };
+    push(payload_env, payload);
+    push("QMS_WORKFLOW", workflow.name_any());
+    push("QMS_NAMESPACE", workflow.namespace().unwrap_or_default());
+    push("QMS_STEP", task.step.clone());
+    push("QMS_AGENT", task.agent.clone());
+    push("QMS_RUN", task.run.to_string());
+    push("QMS_ATTEMPT", task.attempt.to_string());
+    push("QMS_REPOSITORY", spec.repository.clone());
+    push("QMS_PULL_REQUEST", spec.pull_request.to_string());
+    push("QMS_HEAD_SHA", head_sha_of(task, workflow));
+    push("QMS_BASE_REF", spec.base_ref.clone());
+    push("QMS_HEAD_REF", spec.head_ref.clone());
+    Ok(env)
 }
 
 /// The head SHA a task reviews: the engine's label if it set one, else the workflow's spec.

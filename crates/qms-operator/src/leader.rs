@@ -431,15 +431,41 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     start: impl FnOnce(&mut JoinSet<()>),
 ) -> Outcome {
+    if !campaign(&mut elector, &mut shutdown).await {
+        return Outcome::Shutdown;
+    }
+    let cfg = elector.config().clone();
+    // `last_renew` is the start of the last successful write: the Lease is valid for others
+    // from its renewTime, which is later.
+    let last_renew = Instant::now();
+    tracing::info!(
+        lease = %cfg.lease_name,
+        namespace = %cfg.namespace,
+        identity = %cfg.identity,
+        "became leader: starting the controllers"
+    );
+    leading.send_replace(true);
+    let mut controllers = JoinSet::new();
+    start(&mut controllers);
+    let outcome = lead(&mut elector, &mut shutdown, &mut controllers, last_renew).await;
+    // Stop acting first, then tell the others.
+    controllers.abort_all();
+    while controllers.join_next().await.is_some() {}
+    leading.send_replace(false);
+    step_down(&mut elector, &outcome).await;
+    outcome
+}
+
+/// Candidate: tries to acquire the Lease every retry period. True once held, false on shutdown.
+async fn campaign(elector: &mut Elector, shutdown: &mut watch::Receiver<bool>) -> bool {
     let cfg = elector.config().clone();
     let mut last_holder: Option<String> = None;
-    // Candidate.
     loop {
         if *shutdown.borrow() {
-            return Outcome::Shutdown;
+            return false;
         }
         match elector.try_acquire_or_renew().await {
-            Ok(Attempt::Leading) => break,
+            Ok(Attempt::Leading) => return true,
             Ok(Attempt::Standby { holder }) => {
                 if holder != last_holder {
                     tracing::info!(
@@ -458,40 +484,41 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(jittered(cfg.retry_period)) => {}
-            _ = shutdown.wait_for(|s| *s) => return Outcome::Shutdown,
+            _ = shutdown.wait_for(|s| *s) => return false,
         }
     }
+}
 
-    // Leader. `last_renew` is the start of the last successful write: the Lease is valid for
-    // others from its renewTime, which is later.
-    let mut last_renew = Instant::now();
-    tracing::info!(
-        lease = %cfg.lease_name,
-        namespace = %cfg.namespace,
-        identity = %cfg.identity,
-        "became leader: starting the controllers"
-    );
-    leading.send_replace(true);
-    let mut controllers = JoinSet::new();
-    start(&mut controllers);
+/// Leader: renews every renew interval until shutdown, a controller task ending, or no renew
+/// succeeding within the renew deadline (or another holder).
+async fn lead(
+    elector: &mut Elector,
+    shutdown: &mut watch::Receiver<bool>,
+    controllers: &mut JoinSet<()>,
+    mut last_renew: Instant,
+) -> Outcome {
+    let cfg = elector.config().clone();
     let mut next = last_renew + cfg.renew_interval;
-    let outcome = loop {
+    let missed = || {
+        Outcome::Lost(format!(
+            "no renew succeeded for {:?} (renew deadline)",
+            cfg.renew_deadline
+        ))
+    };
+    loop {
         let deadline = last_renew + cfg.renew_deadline;
         tokio::select! {
             _ = tokio::time::sleep_until(next.min(deadline)) => {}
-            _ = shutdown.wait_for(|s| *s) => break Outcome::Shutdown,
-            _ = controllers.join_next(), if !controllers.is_empty() => break Outcome::TaskEnded,
+            _ = shutdown.wait_for(|s| *s) => return Outcome::Shutdown,
+            _ = controllers.join_next(), if !controllers.is_empty() => return Outcome::TaskEnded,
         }
         if Instant::now() >= deadline {
-            break Outcome::Lost(format!(
-                "no renew succeeded for {:?} (renew deadline)",
-                cfg.renew_deadline
-            ));
+            return missed();
         }
         let attempt_start = Instant::now();
         let attempt = tokio::select! {
             r = tokio::time::timeout_at(deadline, elector.try_acquire_or_renew()) => r,
-            _ = shutdown.wait_for(|s| *s) => break Outcome::Shutdown,
+            _ = shutdown.wait_for(|s| *s) => return Outcome::Shutdown,
         };
         match attempt {
             Ok(Ok(Attempt::Leading)) => {
@@ -501,7 +528,7 @@ pub async fn run(
             Ok(Ok(Attempt::Standby {
                 holder: Some(holder),
             })) if holder != cfg.identity => {
-                break Outcome::Lost(format!("the lease is now held by {holder}"));
+                return Outcome::Lost(format!("the lease is now held by {holder}"));
             }
             Ok(Ok(Attempt::Standby { .. })) => {
                 // A write conflict: the next try reads the Lease again.
@@ -511,19 +538,16 @@ pub async fn run(
                 tracing::warn!(lease = %cfg.lease_name, error = %e, "cannot renew the lease; retrying");
                 next = Instant::now() + cfg.retry_period;
             }
-            Err(_) => {
-                break Outcome::Lost(format!(
-                    "no renew succeeded for {:?} (renew deadline)",
-                    cfg.renew_deadline
-                ));
-            }
+            Err(_) => return missed(),
         }
-    };
-    // Stop acting first, then tell the others.
-    controllers.abort_all();
-    while controllers.join_next().await.is_some() {}
-    leading.send_replace(false);
-    match &outcome {
+    }
+}
+
+/// After the controllers stopped: a lost Lease is logged; on shutdown (or a task ending) the held
+/// Lease is released so a standby takes over at once.
+async fn step_down(elector: &mut Elector, outcome: &Outcome) {
+    let cfg = elector.config().clone();
+    match outcome {
         Outcome::Lost(reason) => {
             tracing::error!(
                 lease = %cfg.lease_name,
@@ -542,7 +566,6 @@ pub async fn run(
             ),
         },
     }
-    outcome
 }
 
 #[cfg(test)]

@@ -2,21 +2,23 @@
 //! tasks and returns a handle that stops them, so tests and `qms-dev` (crates/qms-dev) run the
 //! real operator in-process.
 //!
-//! Layout: `config` (file + env + flags), `context` (shared caches and bookkeeping), `informers`
-//! (one watch per kind, routing events to controllers), `observe` (pure: caches → engine input),
-//! `jobs` (pure: task → Job), `actions` (idempotent API writes),
-//! `controller::{workflow,catalog,github}`, `github` (the GitHub integration: webhooks and check
-//! runs, when `settings.github` is set), `leader` (Lease-based leader election: the watches and
-//! controllers run only on the leader), `reload` (live configuration), `telemetry` (optional
-//! OTLP trace export), `metrics`, `http`, `dev` (seeding helpers for `qms-dev` and tests; no
-//! simulator), `cli`.
+//! Layout (see README.md): `config` (file + env + flags), `context` (shared caches and
+//! bookkeeping), `informers` (one watch per kind, routing events to controllers), the reconcile's
+//! stages `observe` (caches and lagging-watch reads → an observation), `decide` (the engine, with
+//! capacity reserved), `act` (Jobs; `jobs` builds them), `status` (the one status writer),
+//! `record` (events, metrics, baselines), `controller::{workflow,catalog,github}`, `github` (the
+//! GitHub integration: webhooks and check runs, when `settings.github` is set), `leader`
+//! (Lease-based leader election: the watches and controllers run only on the leader), `reload`
+//! (live configuration), `telemetry` (optional OTLP trace export), `metrics`, `http`, `dev`
+//! (seeding helpers for `qms-dev` and tests; no simulator), `cli`, `locks`.
 #![forbid(unsafe_code)]
 
-pub mod actions;
+pub mod act;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod decide;
 pub mod dev;
 pub mod error;
 pub mod github;
@@ -24,9 +26,12 @@ pub mod http;
 pub mod informers;
 pub mod jobs;
 pub mod leader;
+pub mod locks;
 pub mod metrics;
 pub mod observe;
+pub mod record;
 pub mod reload;
+pub mod status;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -246,31 +251,7 @@ pub async fn start(
         Some(cfg) => Some(Arc::new(github::Github::new(cfg.clone(), client.clone())?)),
         None => None,
     };
-    let reporter = Reporter {
-        controller: REPORTER.to_owned(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let shared = Arc::new(Shared {
-        client: client.clone(),
-        settings: settings.clone(),
-        live: std::sync::RwLock::new(Arc::new(settings.live())),
-        metrics: Arc::new(metrics::Metrics::new()),
-        recorder: Recorder::new(client.clone(), reporter),
-        scopes: parts.iter().map(|p| p.scope.clone()).collect(),
-        decide_lock: tokio::sync::Mutex::new(()),
-        admitted: Default::default(),
-        expected_jobs: Default::default(),
-        stale_versions: Default::default(),
-        failures: Default::default(),
-        ready_tx: tokio::sync::watch::channel(false).0,
-        github: github.clone(),
-        leading: tokio::sync::watch::channel(settings.leader_election.is_none()).0,
-    });
-    if let Some(gh) = &github {
-        shared
-            .metrics
-            .register_collector(Box::new(github::WebhookCollector(gh.webhooks.clone())));
-    }
+    let shared = new_shared(client.clone(), &settings, &parts, github.clone());
 
     let mut tasks = JoinSet::new();
     shared
@@ -279,81 +260,20 @@ pub async fn start(
     if let Some(source) = &settings.config_source {
         tasks.spawn(reload::run(shared.clone(), source.clone()));
     }
-    let mut http_addr = None;
-    if let Http::On { extra } = http {
-        let listener =
-            http::bind(settings.http_addr)
-                .await
-                .map_err(|source| StartError::Listen {
-                    addr: settings.http_addr,
-                    source,
-                })?;
-        http_addr = listener.local_addr().ok();
-        let mut router = http::router(shared.clone());
-        if let Some(gh) = &github {
-            router = router.merge(http::timed_webhooks(
-                qms_github::router(gh.webhooks.clone()),
-                shared.clone(),
-            ));
-        }
-        if let Some(extra) = extra {
-            router = router.merge(extra);
-        }
-        tasks.spawn(async move {
-            if let Err(e) = http::serve(listener, router).await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
-    }
-    // The watches and controllers: at once without leader election, else once the Lease is held.
-    let controllers_shared = shared.clone();
-    let controllers_github = github.clone();
-    let start_controllers = move |tasks: &mut JoinSet<()>| {
-        let shared = controllers_shared;
-        let github = controllers_github;
-        for part in parts {
-            let scope = part.scope.clone();
-            informers::spawn(&shared, &scope, part.writers, tasks);
-            let r = part.receivers;
-            // Without GitHub the receiver is dropped here, so the informers' sends go nowhere.
-            if let Some(gh) = &github {
-                tasks.spawn(controller::github::run(
-                    shared.clone(),
-                    scope.clone(),
-                    gh.clone(),
-                    r.github,
-                ));
-            }
-            tasks.spawn(controller::workflow::run(
-                shared.clone(),
-                scope.clone(),
-                r.workflows,
-            ));
-            tasks.spawn(controller::catalog::run(
-                shared.clone(),
-                scope,
-                r.templates,
-                r.gates,
-                r.agents,
-            ));
-        }
+    let http_addr = match http {
+        Http::On { extra } => serve_http(&shared, github.as_ref(), extra, &mut tasks).await?,
+        Http::Off => None,
     };
-    let mut leader_task = None;
-    match &settings.leader_election {
-        None => start_controllers(&mut tasks),
-        Some(cfg) => {
-            let elector = leader::Elector::new(client.clone(), cfg.clone());
-            let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-            let s = shared.clone();
-            let task = tokio::spawn(async move {
-                leader::run(elector, &s.leading, shutdown_rx, start_controllers).await
-            });
-            leader_task = Some(LeaderTask {
-                shutdown: shutdown_tx,
-                task,
-            });
+    // The watches and controllers: at once without leader election, else once the Lease is held.
+    let (s, gh) = (shared.clone(), github.clone());
+    let start_controllers = move |tasks: &mut JoinSet<()>| spawn_controllers(&s, &gh, parts, tasks);
+    let leader = match &settings.leader_election {
+        None => {
+            start_controllers(&mut tasks);
+            None
         }
-    }
+        Some(cfg) => Some(campaign(&shared, client, cfg.clone(), start_controllers)),
+    };
     tracing::info!(
         name = %settings.name,
         namespaces = ?settings.namespaces,
@@ -366,6 +286,127 @@ pub async fn start(
         shared,
         http_addr,
         tasks,
-        leader: leader_task,
+        leader,
     })
+}
+
+/// The state every controller shares (caches of `parts`, bookkeeping, metrics).
+fn new_shared(
+    client: Client,
+    settings: &Settings,
+    parts: &[informers::ScopeParts],
+    github: Option<Arc<github::Github>>,
+) -> Arc<Shared> {
+    let reporter = Reporter {
+        controller: REPORTER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        settings: settings.clone(),
+        live: std::sync::RwLock::new(Arc::new(settings.live())),
+        metrics: Arc::new(metrics::Metrics::new()),
+        recorder: Recorder::new(client, reporter),
+        scopes: parts.iter().map(|p| p.scope.clone()).collect(),
+        decide_lock: tokio::sync::Mutex::new(()),
+        admitted: Default::default(),
+        expected_jobs: Default::default(),
+        stale_versions: Default::default(),
+        pending_baselines: Default::default(),
+        failures: Default::default(),
+        ready_tx: tokio::sync::watch::channel(false).0,
+        github: github.clone(),
+        leading: tokio::sync::watch::channel(settings.leader_election.is_none()).0,
+    });
+    if let Some(gh) = &github {
+        shared
+            .metrics
+            .register_collector(Box::new(github::WebhookCollector(gh.webhooks.clone())));
+    }
+    shared
+}
+
+/// Binds `settings.http_addr` and serves the operator's routes (plus the webhook route with
+/// GitHub on, plus `extra`). Returns the address bound.
+async fn serve_http(
+    shared: &Arc<Shared>,
+    github: Option<&Arc<github::Github>>,
+    extra: Option<axum::Router>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let addr = shared.settings.http_addr;
+    let listener = http::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let http_addr = listener.local_addr().ok();
+    let mut router = http::router(shared.clone());
+    if let Some(gh) = github {
+        router = router.merge(http::timed_webhooks(
+            qms_github::router(gh.webhooks.clone()),
+            shared.clone(),
+        ));
+    }
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    tasks.spawn(async move {
+        if let Err(e) = http::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(http_addr)
+}
+
+/// The watches and the controllers of every scope.
+fn spawn_controllers(
+    shared: &Arc<Shared>,
+    github: &Option<Arc<github::Github>>,
+    parts: Vec<informers::ScopeParts>,
+    tasks: &mut JoinSet<()>,
+) {
+    for part in parts {
+        let scope = part.scope.clone();
+        informers::spawn(shared, &scope, part.writers, tasks);
+        let r = part.receivers;
+        // Without GitHub the receiver is dropped here, so the informers' sends go nowhere.
+        if let Some(gh) = github {
+            tasks.spawn(controller::github::run(
+                shared.clone(),
+                scope.clone(),
+                gh.clone(),
+                r.github,
+            ));
+        }
+        tasks.spawn(controller::workflow::run(
+            shared.clone(),
+            scope.clone(),
+            r.workflows,
+        ));
+        tasks.spawn(controller::catalog::run(
+            shared.clone(),
+            scope,
+            r.templates,
+            r.gates,
+            r.agents,
+        ));
+    }
+}
+
+/// Leader election: campaigns for the Lease and runs `start_controllers` while it is held.
+fn campaign(
+    shared: &Arc<Shared>,
+    client: Client,
+    cfg: leader::LeaderElectionConfig,
+    start_controllers: impl FnOnce(&mut JoinSet<()>) + Send + 'static,
+) -> LeaderTask {
+    let elector = leader::Elector::new(client, cfg);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let s = shared.clone();
+    let task = tokio::spawn(async move {
+        leader::run(elector, &s.leading, shutdown_rx, start_controllers).await
+    });
+    LeaderTask {
+        shutdown: shutdown_tx,
+        task,
+    }
 }

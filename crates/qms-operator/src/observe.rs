@@ -5,6 +5,9 @@
 //! Counts (agent load, running workflows) are derived from live objects only — never from
 //! counters that a restart could leak (Pipelines-as-Code #2949).
 
+pub mod gaps;
+pub mod snapshot;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! (running tasks, recent failures and success rate from its live Jobs, Healthy).
 //!
 //! These statuses inform people (`kubectl get`); the workflow engine re-validates on its own.
+//! The QualityGate controller is the one writer of QualityGate status, the baselines included
+//! (`record::record_baselines` only hands them over through `Shared::pending_baselines`).
 //! Each controller writes only when the computed status differs (no write → no extra event).
 
 use std::sync::Arc;
@@ -11,23 +13,21 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
+use qms_api::gate::BaselineValue;
 use qms_api::{
     Agent, AgentStatus, Condition, ConditionStatus, GateType, KubeDuration, QualityGate,
     QualityGateStatus, StepType, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::actions::FIELD_MANAGER;
 use crate::context::{Scope, Shared, lock};
 use crate::error::Error;
-use crate::metrics::{ActionKind, ActionOutcome, ControllerKind};
+use crate::metrics::ControllerKind;
 use crate::observe;
+use crate::status::write_status;
 
 pub struct Ctx {
     pub shared: Arc<Shared>,
@@ -233,6 +233,16 @@ pub fn gate_status(g: &QualityGate) -> QualityGateStatus {
     status
 }
 
+/// The baseline ratchet: each value replaces the baseline of its repository and branch.
+pub fn with_baselines(status: &mut QualityGateStatus, values: &[BaselineValue]) {
+    for v in values {
+        status
+            .baselines
+            .retain(|b| !(b.repository == v.repository && b.branch == v.branch));
+        status.baselines.push(v.clone());
+    }
+}
+
 pub fn agent_status(a: &Agent, stats: &observe::AgentStats) -> AgentStatus {
     let mut status = a.status.clone().unwrap_or_default();
     let generation = a.meta().generation;
@@ -268,52 +278,6 @@ pub fn agent_status(a: &Agent, stats: &observe::AgentStats) -> AgentStatus {
     status
 }
 
-/// Conditions compare equal when only their transition time differs from a fresh computation
-/// (upsert keeps the old time when the status did not change).
-async fn write_status<K, S>(shared: &Shared, obj: &K, status: &S) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-    S: Serialize,
-{
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(shared.client.clone(), &ns);
-    let mut metadata = serde_json::json!({ "name": obj.name_any() });
-    if let Some(rv) = obj.resource_version() {
-        metadata["resourceVersion"] = rv.into();
-    }
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": metadata,
-        "status": status,
-    });
-    let res = api
-        .patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await;
-    match res {
-        Ok(_) => {
-            shared
-                .metrics
-                .action(ActionKind::write_status, ActionOutcome::done);
-            Ok(())
-        }
-        Err(e) => {
-            shared
-                .metrics
-                .action(ActionKind::write_status, ActionOutcome::failed);
-            Err(e.into())
-        }
-    }
-}
-
 fn on_error<K: ResourceExt>(obj: &K, err: &Error, shared: &Shared, kind: ControllerKind) -> Action {
     let category = err.category();
     shared.metrics.error(kind, category);
@@ -322,7 +286,7 @@ fn on_error<K: ResourceExt>(obj: &K, err: &Error, shared: &Shared, kind: Control
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     );
-    let delay = super::workflow::backoff_delay(shared, &key, category);
+    let delay = super::backoff_delay(shared, &key, category);
     tracing::warn!(object = %key, category = category.as_str(), error = %err, retry_in = ?delay, "status update failed");
     Action::requeue(delay)
 }
@@ -355,10 +319,27 @@ async fn reconcile_template(t: Arc<WorkflowTemplate>, ctx: Arc<Ctx>) -> Result<A
 async fn reconcile_gate(g: Arc<QualityGate>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     ctx.shared.wait_ready().await;
     let started = Instant::now();
-    let status = gate_status(&g);
+    let key = (g.namespace().unwrap_or_default(), g.name_any());
+    let pending = lock(&ctx.shared.pending_baselines)
+        .get(&key)
+        .cloned()
+        .unwrap_or_default();
+    let mut status = gate_status(&g);
+    if g.spec.baseline.as_ref().is_some_and(|b| b.enabled) {
+        with_baselines(&mut status, &pending);
+    }
     if g.status.as_ref() != Some(&status) {
         write_status(&ctx.shared, &*g, &status).await?;
     }
+    // Written (or already there): what was merged is no longer pending; later ones stay.
+    let mut all = lock(&ctx.shared.pending_baselines);
+    if let Some(left) = all.get_mut(&key) {
+        left.drain(..pending.len().min(left.len()));
+        if left.is_empty() {
+            all.remove(&key);
+        }
+    }
+    drop(all);
     succeeded(&*g, &ctx.shared, ControllerKind::qualitygate, started);
     Ok(Action::await_change())
 }
@@ -439,48 +420,6 @@ pub async fn run(
     )
     .for_each(|_| async {});
     futures::join!(t, g, a);
-}
-
-/// After a run COMPLETED: the values of its gates with the baseline ratchet on become the baseline
-/// for the workflow's repository and base branch (spec §4.2 "historical analysis"). Read-modify-
-/// write with the resourceVersion as precondition, retried a few times on conflict.
-pub async fn record_baselines(
-    shared: &Shared,
-    wf: &qms_api::QmsWorkflow,
-    status: &qms_api::QmsWorkflowStatus,
-) {
-    let ns = wf.namespace().unwrap_or_default();
-    let api: Api<QualityGate> = Api::namespaced(shared.client.clone(), &ns);
-    for step in &status.steps {
-        for result in &step.gates {
-            let Some(value) = result.value else { continue };
-            for _ in 0..3 {
-                let Ok(gate) = api.get(&result.name).await else {
-                    break;
-                };
-                if !gate.spec.baseline.as_ref().is_some_and(|b| b.enabled) {
-                    break;
-                }
-                let mut gs = gate.status.clone().unwrap_or_default();
-                gs.baselines.retain(|b| {
-                    !(b.repository == wf.spec.repository && b.branch == wf.spec.base_ref)
-                });
-                gs.baselines.push(qms_api::gate::BaselineValue {
-                    repository: wf.spec.repository.clone(),
-                    branch: wf.spec.base_ref.clone(),
-                    value,
-                    sha: wf.spec.head_sha.clone(),
-                    at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                });
-                match write_status(shared, &gate, &gs).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(gate = %result.name, error = %e, "recording the baseline failed; retrying")
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -603,6 +542,38 @@ spec:
         let mut again = (*a).clone();
         again.status = Some(s.clone());
         assert_eq!(agent_status(&again, &stats), s);
+    }
+
+    #[test]
+    fn a_baseline_replaces_the_one_of_its_repository_and_branch_only() {
+        let b = |repo: &str, branch: &str, value: f64| BaselineValue {
+            repository: repo.into(),
+            branch: branch.into(),
+            value,
+            sha: "s".into(),
+            at: "2026-01-01T00:00:00Z".into(),
+        };
+        let mut status = QualityGateStatus {
+            baselines: vec![b("o/r", "main", 80.0), b("o/r", "dev", 70.0)],
+            ..Default::default()
+        };
+        with_baselines(
+            &mut status,
+            &[b("o/r", "main", 85.0), b("o/x", "main", 60.0)],
+        );
+        let got: Vec<_> = status
+            .baselines
+            .iter()
+            .map(|v| (v.repository.as_str(), v.branch.as_str(), v.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("o/r", "dev", 70.0),
+                ("o/r", "main", 85.0),
+                ("o/x", "main", 60.0)
+            ]
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub fn error_policy(wf: Arc<QmsWorkflow>, err: &Error, ctx: Arc<Ctx>) -> Action 
     ctx.shared
         .metrics
         .error(ControllerKind::github_checks, category);
-    let delay = super::workflow::backoff_delay(&ctx.shared, &key(&wf), category);
+    let delay = super::backoff_delay(&ctx.shared, &key(&wf), category);
     tracing::warn!(workflow = %key(&wf), category = category.as_str(), error = %err, retry_in = ?delay, "check-run sync failed");
     Action::requeue(delay)
 }
