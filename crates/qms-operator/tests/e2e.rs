@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::scenarios::{self, *};
+use common::*;
 use kube::ResourceExt;
 use qms_api::{ConditionStatus, GateVerdict, StepPhase, TaskPhase, WorkflowState};
 
