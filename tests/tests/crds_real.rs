@@ -83,6 +83,13 @@ async fn generated_crds_chart_crds_and_examples_apply_on_kubernetes_1_20() {
     std::fs::write(file.path(), bad).unwrap();
     let err = run(kc, &["apply", "-f", file.path().to_str().unwrap()]).unwrap_err();
     assert!(err.contains("spec.operator"), "{err}");
+
+    // What 1.20 cannot do (recorded for the README): the CEL rules were dropped, so a threshold
+    // gate without a metric is admitted (servers from 1.25 on refuse it with the rule's message).
+    let no_metric = "apiVersion: qms.creo.dev/v1\nkind: QualityGate\nmetadata: {name: no-metric}\nspec: {type: threshold, operator: gte, threshold: 1}\n";
+    std::fs::write(file.path(), no_metric).unwrap();
+    run(kc, &["apply", "-f", file.path().to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("1.20 enforces no CEL rule, yet: {e}"));
 }
 
 /// The CRDs as generated before the fix (`null` inside `enum`, next to `nullable: true`) are

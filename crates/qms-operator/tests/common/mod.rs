@@ -11,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use qms_api::{QmsWorkflow, WorkflowState};
 use qms_operator::{Http, OperatorHandle, Settings};
 
+pub mod leader_scenarios;
 pub mod scenarios;
 
 /// Hang protection only: every wait polls for a condition and gives up after this long.
