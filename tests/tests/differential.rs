@@ -241,14 +241,16 @@ async fn sides(prefix: &str) -> (kube_sim::KubeSim, kube_real::TestNamespace, [S
     (sim, real, [r, s])
 }
 
-fn widget_crd(plural: &str) -> Value {
+/// A CRD of group diff.example.com; `kind` differs per test (two CRDs of one group may not share
+/// a kind: the second is never Established).
+fn widget_crd(plural: &str, kind: &str) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": format!("{plural}.diff.example.com")},
         "spec": {
             "group": "diff.example.com", "scope": "Namespaced",
-            "names": {"plural": plural, "singular": &plural[..plural.len() - 1], "kind": "Widget",
-                      "listKind": "WidgetList"},
+            "names": {"plural": plural, "singular": &plural[..plural.len() - 1], "kind": kind,
+                      "listKind": format!("{kind}List")},
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
                 "subresources": {"status": {}},
@@ -299,7 +301,7 @@ async fn wait_established(sides: &[Side; 2], crd: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_resources_behave_the_same() {
     let (_sim, _real, sides) = sides("diff-cr").await;
-    let crd = widget_crd("widgets");
+    let crd = widget_crd("widgets", "Widget");
     let create = [req(
         "create CRD with defaults, enum, nullable, int-or-string, preserve-unknown-fields, printer columns",
         "POST",
@@ -382,4 +384,90 @@ async fn custom_resources_behave_the_same() {
         req("delete of a missing object", "DELETE", &a, None),
     ];
     check(run_both(&sides, &seq).await);
+}
+
+/// Watch from a resourceVersion replays exactly the later changes on both servers; a watch from
+/// before the resource existed is 410 Gone on the real server (see the known gap below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_behave_the_same() {
+    let (_sim, _real, sides) = sides("diff-watch").await;
+    for side in &sides {
+        let r = req("crd", "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", Some(widget_crd("gadgets", "Gadget")));
+        assert!(matches!(send(side, &r).await, Outcome::Ok(_)), "{}", side.name);
+    }
+    wait_established(&sides, "gadgets.diff.example.com").await;
+    let base = "/apis/diff.example.com/v1/namespaces/{ns}/gadgets";
+    let obj = |name: &str, color: &str| {
+        json!({"apiVersion": "diff.example.com/v1", "kind": "Gadget",
+               "metadata": {"name": name}, "spec": {"color": color}})
+    };
+    let mut seen = Vec::new();
+    for side in &sides {
+        let first = send(side, &req("x", "POST", base, Some(obj("x", "red")))).await;
+        assert!(matches!(first, Outcome::Ok(_)), "{}: {first:?}", side.name);
+        // The resourceVersion after x's creation, read back raw (normalize drops it).
+        let list = http::Request::get(base.replace("{ns}", &side.ns)).body(Vec::new()).unwrap();
+        let v: Value = serde_json::from_str(&side.client.request_text(list).await.unwrap()).unwrap();
+        let rv = v["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+        for r in [
+            req("y", "POST", base, Some(obj("y", "blue"))),
+            patch("x blue", &format!("{base}/x"), "application/merge-patch+json", json!({"spec": {"color": "blue"}})),
+            req("y gone", "DELETE", &format!("{base}/y"), None),
+        ] {
+            assert!(matches!(send(side, &r).await, Outcome::Ok(_)), "{}: {}", side.name, r.label);
+        }
+        // A bounded watch: the server ends it after 2 s and the body is its event stream.
+        let w = http::Request::get(format!(
+            "{}?watch=true&resourceVersion={rv}&timeoutSeconds=2",
+            base.replace("{ns}", &side.ns)
+        ))
+        .body(Vec::new())
+        .unwrap();
+        let text = side.client.request_text(w).await.expect("watch");
+        let events: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let e: Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {} {}",
+                    e["type"].as_str().unwrap_or_default(),
+                    e["object"]["metadata"]["name"].as_str().unwrap_or_default(),
+                    e["object"]["spec"]["color"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        // Too old: resourceVersion 1 predates the resource on both servers.
+        let old = http::Request::get(format!(
+            "{}?watch=true&resourceVersion=1&timeoutSeconds=2",
+            base.replace("{ns}", &side.ns)
+        ))
+        .body(Vec::new())
+        .unwrap();
+        let gone = match side.client.request_text(old).await {
+            Ok(text) => {
+                // Sent as an ERROR event carrying the Status.
+                let e: Value = serde_json::from_str(text.lines().next().unwrap_or("{}")).unwrap_or_default();
+                format!("event {} {}", e["type"], e["object"]["code"])
+            }
+            Err(kube::Error::Api(s)) => format!("status {} {}", s.code, s.reason),
+            Err(e) => panic!("{}: {e}", side.name),
+        };
+        seen.push((side.name, events, gone));
+    }
+    assert_eq!(
+        seen[0].1,
+        ["ADDED y blue", "MODIFIED x blue", "DELETED y blue"],
+        "{}",
+        seen[0].0
+    );
+    assert_eq!(seen[0].1, seen[1].1, "watch replay differs: {seen:?}");
+    assert_eq!(seen[0].2, r#"event "ERROR" 410"#, "{seen:?}");
+    // Known kube-sim gap (not a version difference, not fixed yet): a real apiserver's watch cache
+    // for a custom resource starts when the CRD is served (1.20 and 1.35 alike), so a watch from
+    // an older resourceVersion is 410 Gone; kube-sim keeps every event since its own start and
+    // replays from resourceVersion 1. kube-sim does answer 410 past `watch_history`
+    // (crates/kube-sim/tests/api_watch.rs). When kube-sim is fixed this assertion fails: make it
+    // assert equality.
+    assert_eq!(seen[1].2, r#"event "ADDED" null"#, "{seen:?}");
 }
