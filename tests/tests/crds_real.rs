@@ -35,7 +35,11 @@ fn run(kubeconfig: &std::path::Path, args: &[&str]) -> Result<String, String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    if out.status.success() { Ok(text) } else { Err(text) }
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,11 +54,22 @@ async fn generated_crds_chart_crds_and_examples_apply_on_kubernetes_1_20() {
         // Expected on 1.20 (recorded): kubectl's client-side validation against 1.20's OpenAPI
         // refuses the CEL rules (`x-kubernetes-validations`, known from 1.23 on) of the two CRDs
         // that carry them; with --validate=false the server accepts every CRD and drops the rules.
-        let err = run(kc, &["apply", "--dry-run=server", "-f", path.to_str().unwrap()])
-            .expect_err("1.20's schema has no x-kubernetes-validations");
-        assert_eq!(err.matches(r#"unknown field "x-kubernetes-validations""#).count(), 2, "{err}");
-        let out = run(kc, &["apply", "--validate=false", "-f", path.to_str().unwrap()])
-            .unwrap_or_else(|e| panic!("kubectl apply --validate=false -f {dir}/ refused:\n{e}"));
+        let err = run(
+            kc,
+            &["apply", "--dry-run=server", "-f", path.to_str().unwrap()],
+        )
+        .expect_err("1.20's schema has no x-kubernetes-validations");
+        assert_eq!(
+            err.matches(r#"unknown field "x-kubernetes-validations""#)
+                .count(),
+            2,
+            "{err}"
+        );
+        let out = run(
+            kc,
+            &["apply", "--validate=false", "-f", path.to_str().unwrap()],
+        )
+        .unwrap_or_else(|e| panic!("kubectl apply --validate=false -f {dir}/ refused:\n{e}"));
         assert_eq!(out.lines().count(), 4, "{out}");
     }
     for crd in [
@@ -65,14 +80,22 @@ async fn generated_crds_chart_crds_and_examples_apply_on_kubernetes_1_20() {
     ] {
         run(
             kc,
-            &["wait", "--for=condition=Established", "--timeout=60s", &format!("crd/{crd}")],
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{crd}"),
+            ],
         )
         .unwrap_or_else(|e| panic!("{crd} not established: {e}"));
     }
     let examples = repo_root().join("examples");
     let out = run(kc, &["apply", "-f", examples.to_str().unwrap()])
         .unwrap_or_else(|e| panic!("kubectl apply -f examples/ refused:\n{e}"));
-    assert!(out.contains("qmsworkflow.qms.creo.dev/creo-roo-commander-pr-12345 created"), "{out}");
+    assert!(
+        out.contains("qmsworkflow.qms.creo.dev/creo-roo-commander-pr-12345 created"),
+        "{out}"
+    );
     let listed = run(kc, &["get", "qms", "-o", "name"]).expect("kubectl get qms");
     // 1 template, 6 gates, 5 agents, 1 workflow.
     assert_eq!(listed.lines().count(), 13, "{listed}");
@@ -116,7 +139,10 @@ async fn null_inside_an_enum_is_refused_by_1_20_and_by_kube_sim() {
         .start()
         .await
         .unwrap();
-    for (server, client) in [("kubernetes 1.20", plane.client()), ("kube-sim", sim.client())] {
+    for (server, client) in [
+        ("kubernetes 1.20", plane.client()),
+        ("kube-sim", sim.client()),
+    ] {
         let api: Api<CustomResourceDefinition> = Api::all(client);
         match api.create(&Default::default(), &crd).await {
             Err(kube::Error::Api(s)) => {

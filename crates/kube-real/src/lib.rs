@@ -91,7 +91,12 @@ exec 3<&-
 wait "$p""#;
 
 impl Supervised {
-    fn spawn(name: &'static str, dir: &Path, program: &Path, args: &[String]) -> anyhow::Result<Self> {
+    fn spawn(
+        name: &'static str,
+        dir: &Path,
+        program: &Path,
+        args: &[String],
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let mut child = Command::new("sh")
             .arg("-c")
@@ -122,7 +127,11 @@ impl Supervised {
         }
         let lines: Vec<&str> = s.lines().collect();
         let from = lines.len().saturating_sub(25);
-        format!("--- last lines of {} ---\n{}", self.log.display(), lines[from..].join("\n"))
+        format!(
+            "--- last lines of {} ---\n{}",
+            self.log.display(),
+            lines[from..].join("\n")
+        )
     }
 
     /// Fails when the supervisor (and so the process) has exited.
@@ -553,7 +562,12 @@ pub fn client_for(
     Ok(kube::Client::try_from(config)?)
 }
 
-fn write_kubeconfig(path: &Path, server: &str, token: &str, namespace: &str) -> std::io::Result<()> {
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    token: &str,
+    namespace: &str,
+) -> std::io::Result<()> {
     let doc = format!(
         "apiVersion: v1
 kind: Config

@@ -28,7 +28,10 @@ async fn a_job_runs_on_the_real_control_plane_and_everything_stops_on_drop() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let version = plane.client().apiserver_version().await.expect("version");
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "20"));
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "20")
+    );
 
     let ns = plane.namespace("harness").await.expect("namespace");
     let jobs: Api<Job> = Api::namespaced(ns.client(), ns.name());
@@ -42,7 +45,9 @@ async fn a_job_runs_on_the_real_control_plane_and_everything_stops_on_drop() {
         }}}
     }))
     .unwrap();
-    jobs.create(&PostParams::default(), &job).await.expect("create job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create job");
     // The real Job controller sees the pod succeed and marks the Job Complete.
     let done = poll("the Job to complete", async || {
         let j = jobs.get("hello").await.ok()?;
@@ -59,7 +64,13 @@ async fn a_job_runs_on_the_real_control_plane_and_everything_stops_on_drop() {
     let pods: Api<Pod> = Api::namespaced(ns.client(), ns.name());
     let lp = ListParams::default().labels("job-name=hello");
     let pod = &pods.list(&lp).await.expect("pods").items[0];
-    let term = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+    let term = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
         .state
         .as_ref()
         .unwrap()
@@ -99,11 +110,19 @@ fn missing_binaries_name_the_installer() {
         return;
     }
     let out = std::process::Command::new(exe)
-        .args(["--exact", "missing_binaries_name_the_installer", "--nocapture"])
+        .args([
+            "--exact",
+            "missing_binaries_name_the_installer",
+            "--nocapture",
+        ])
         .env("KUBE_REAL_CHILD", "1")
         .env("QMS_KUBE_BIN", "/nonexistent/kube-bin")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }

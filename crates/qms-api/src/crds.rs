@@ -9,7 +9,10 @@ use crate::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
 /// Every CRD of the operator with the file name it is kept in, in a stable order.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("workflowtemplates.yaml", without_null_enums(WorkflowTemplate::crd())),
+        (
+            "workflowtemplates.yaml",
+            without_null_enums(WorkflowTemplate::crd()),
+        ),
         ("qualitygates.yaml", without_null_enums(QualityGate::crd())),
         ("agents.yaml", without_null_enums(Agent::crd())),
         ("qmsworkflows.yaml", without_null_enums(QmsWorkflow::crd())),
@@ -104,7 +107,10 @@ mod tests {
         for (file, crd) in all() {
             let mut values = Vec::new();
             enums(&serde_json::to_value(&crd).unwrap(), &mut values);
-            assert!(values.iter().all(|e| !e.is_null()), "{file}: null in an enum");
+            assert!(
+                values.iter().all(|e| !e.is_null()),
+                "{file}: null in an enum"
+            );
         }
         let operator = |v: serde_json::Value| {
             v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
@@ -113,8 +119,17 @@ mod tests {
         };
         // kube-derive's output has the null; the committed CRD keeps the enum and `nullable`.
         let raw = operator(serde_json::to_value(QualityGate::crd()).unwrap());
-        assert!(raw["enum"].as_array().unwrap().contains(&serde_json::Value::Null), "{raw}");
-        let (_, gate) = all().into_iter().find(|(f, _)| *f == "qualitygates.yaml").unwrap();
+        assert!(
+            raw["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::Value::Null),
+            "{raw}"
+        );
+        let (_, gate) = all()
+            .into_iter()
+            .find(|(f, _)| *f == "qualitygates.yaml")
+            .unwrap();
         let op = operator(serde_json::to_value(gate).unwrap());
         assert_eq!(op["nullable"], true, "{op}");
         assert_eq!(op["enum"].as_array().unwrap().len(), 6, "{op}");

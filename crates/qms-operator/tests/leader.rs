@@ -15,7 +15,8 @@ use qms_operator::Exit;
 /// the standby takes over and completes a second workflow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_replicas_leads_and_the_standby_takes_over() {
-    leader_scenarios::one_of_two_replicas_leads_and_the_standby_takes_over(&Env::start().await).await;
+    leader_scenarios::one_of_two_replicas_leads_and_the_standby_takes_over(&Env::start().await)
+        .await;
 }
 
 /// A leader that cannot renew (the API server answers 500 for leases) stops acting once the
