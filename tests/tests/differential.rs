@@ -707,7 +707,7 @@ async fn jobs_pods_and_garbage_collection_behave_the_same() {
                 .into_iter()
                 .flatten()
                 .filter(|c| c["status"] == "True")
-                .map(|c| format!("{}", c["type"].as_str().unwrap_or_default()))
+                .map(|c| c["type"].as_str().unwrap_or_default().to_owned())
                 .collect();
             summary.push(format!(
                 "{name}: succeeded={} failed={} conditions={conditions:?}",

@@ -322,9 +322,7 @@ impl KubeReal {
             .build()?;
         let guard = rt.enter();
         let client = client_for(&base_url, &token, "default", None)?;
-        if let Err(e) = rt.block_on(wait_ready(&client, &mut apiserver)) {
-            return Err(e);
-        }
+        rt.block_on(wait_ready(&client, &mut apiserver))?;
         procs.push(apiserver);
 
         // kube-controller-manager

@@ -147,8 +147,8 @@ pub fn leader_gauge(op: &OperatorHandle) -> String {
 /// completes with one Job per task; the leader shuts down gracefully (releasing the Lease) and
 /// the standby takes over and completes a second workflow.
 pub async fn one_of_two_replicas_leads_and_the_standby_takes_over(env: &Env) {
-    catalog(&env).await;
-    let (a, b) = tokio::join!(replica(&env, "replica-a_1"), replica(&env, "replica-b_1"));
+    catalog(env).await;
+    let (a, b) = tokio::join!(replica(env, "replica-a_1"), replica(env, "replica-b_1"));
     // Watches, for the whole test, that the two never lead at the same moment.
     let both_led = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let monitor = {
@@ -181,7 +181,7 @@ pub async fn one_of_two_replicas_leads_and_the_standby_takes_over(env: &Env) {
         .unwrap()
         .identity
         .clone();
-    assert_eq!(holder(&env).await.as_deref(), Some(leader_id.as_str()));
+    assert_eq!(holder(env).await.as_deref(), Some(leader_id.as_str()));
     assert_eq!(leader_gauge(&leader), "qms_leader 1");
     assert_eq!(leader_gauge(&standby), "qms_leader 0");
     // The standby serves probes and metrics, and is Ready (see http.rs for why).
@@ -194,18 +194,18 @@ pub async fn one_of_two_replicas_leads_and_the_standby_takes_over(env: &Env) {
     env.apply(&workflow("pr-1", "t", "aaaaaaa")).await;
     env.wait_state("pr-1", WorkflowState::Completed).await;
     assert!(!standby.is_leader(), "the standby took over while renewed");
-    assert_eq!(holder(&env).await.as_deref(), Some(leader_id.as_str()));
-    assert_eq!(assert_no_duplicate_jobs(&env).await, 1);
+    assert_eq!(holder(env).await.as_deref(), Some(leader_id.as_str()));
+    assert_eq!(assert_no_duplicate_jobs(env).await, 1);
     // The standby never started its watches: nothing is cached there.
     assert!(standby.shared.all_workflows().is_empty());
 
     // Graceful stop: the Lease is released, the standby acquires it without waiting for expiry.
     leader.shutdown().await;
-    let released_or_taken = holder(&env).await;
+    let released_or_taken = holder(env).await;
     assert_ne!(released_or_taken.as_deref(), Some(leader_id.as_str()));
     until("the standby to lead", || async { standby.is_leader() }).await;
-    assert_eq!(holder(&env).await.as_deref(), Some(standby_id.as_str()));
-    let transitions = lease(&env)
+    assert_eq!(holder(env).await.as_deref(), Some(standby_id.as_str()));
+    let transitions = lease(env)
         .await
         .and_then(|l| l.spec)
         .and_then(|s| s.lease_transitions);
@@ -214,14 +214,14 @@ pub async fn one_of_two_replicas_leads_and_the_standby_takes_over(env: &Env) {
 
     env.apply(&workflow("pr-2", "t", "bbbbbbb")).await;
     env.wait_state("pr-2", WorkflowState::Completed).await;
-    assert_eq!(assert_no_duplicate_jobs(&env).await, 2);
+    assert_eq!(assert_no_duplicate_jobs(env).await, 2);
     monitor.abort();
     assert!(
         !both_led.load(std::sync::atomic::Ordering::SeqCst),
         "both replicas led at the same time"
     );
     standby.shutdown().await;
-    assert_eq!(holder(&env).await, None, "released on shutdown");
+    assert_eq!(holder(env).await, None, "released on shutdown");
 }
 
 /// Optimistic concurrency: of several candidates racing for a missing, then a free Lease,
@@ -229,7 +229,7 @@ pub async fn one_of_two_replicas_leads_and_the_standby_takes_over(env: &Env) {
 pub async fn racing_candidates_cannot_both_win(env: &Env) {
     for round in 0..2 {
         let mut electors: Vec<Elector> = (0..5)
-            .map(|i| Elector::new(env.client.clone(), election(&env, &format!("c{round}-{i}"))))
+            .map(|i| Elector::new(env.client.clone(), election(env, &format!("c{round}-{i}"))))
             .collect();
         let results =
             futures::future::join_all(electors.iter_mut().map(|e| e.try_acquire_or_renew())).await;
@@ -241,7 +241,7 @@ pub async fn racing_candidates_cannot_both_win(env: &Env) {
             .collect();
         assert_eq!(winners.len(), 1, "round {round}: {results:?}");
         let winner = format!("c{round}-{}", winners[0]);
-        assert_eq!(holder(&env).await.as_deref(), Some(winner.as_str()));
+        assert_eq!(holder(env).await.as_deref(), Some(winner.as_str()));
         // A held, unexpired Lease is not taken by anyone else.
         for (i, e) in electors.iter_mut().enumerate() {
             if i != winners[0] {
@@ -253,6 +253,6 @@ pub async fn racing_candidates_cannot_both_win(env: &Env) {
         }
         // Released: free for the next round.
         assert!(electors[winners[0]].release().await.expect("release"));
-        assert_eq!(holder(&env).await, None);
+        assert_eq!(holder(env).await, None);
     }
 }

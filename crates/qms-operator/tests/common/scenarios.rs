@@ -9,7 +9,7 @@ use qms_api::{GateVerdict, StepPhase, TaskPhase, WorkflowState};
 use super::*;
 
 /// 1. The standard template of examples/ walks to FINAL_PENDING; an approval completes it. Each
-/// step's Jobs got the right payload; gate results carry value and threshold.
+///    step's Jobs got the right payload; gate results carry value and threshold.
 pub async fn standard_review_completes_after_approval(env: &Env) {
     env.apply_examples(false).await;
     let op = env.operator(env.settings()).await;
@@ -218,7 +218,7 @@ pub async fn kubectl_get_shows_state_columns(env: &Env) {
 }
 
 /// 7. The operator is stopped and started again at every observed change of the workflow (state,
-/// step, tasks): no duplicate Job, the same final result.
+///    step, tasks): no duplicate Job, the same final result.
 pub async fn restart_in_every_state_creates_no_duplicates(env: &Env) {
     env.apply_examples(false).await;
     let mut op = Some(env.operator(env.settings()).await);
@@ -253,7 +253,7 @@ pub async fn restart_in_every_state_creates_no_duplicates(env: &Env) {
             restarts += 1;
         }
         if let Some(step) = needs_approval(&wf) {
-            approve_retrying(&env, name, &step, &wf.spec.head_sha.clone()).await;
+            approve_retrying(env, name, &step, &wf.spec.head_sha.clone()).await;
         }
         if s.state == WorkflowState::Completed {
             break wf;
@@ -267,7 +267,7 @@ pub async fn restart_in_every_state_creates_no_duplicates(env: &Env) {
     let s = final_wf.status.unwrap();
     assert_eq!(s.gates.as_deref(), Some("6/6"));
     assert_eq!(s.run, 1);
-    assert_eq!(assert_no_duplicate_jobs(&env).await, 5);
+    assert_eq!(assert_no_duplicate_jobs(env).await, 5);
     if let Some(op) = op {
         op.stop().await;
     }
