@@ -580,6 +580,20 @@ impl Engine {
         if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
             return Err(ApiError::stale(&rt.group, &rt.plural, name));
         }
+        // Custom resources allow no unconditional update (as the apiserver: checked against 1.20
+        // by tests/tests/differential.rs).
+        if rt.custom && rv.is_empty() {
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                name,
+                vec![FieldError::invalid(
+                    "metadata.resourceVersion",
+                    &json!("0x0"),
+                    "must be specified for an update",
+                )],
+            ));
+        }
         if !body["metadata"].is_object() {
             body["metadata"] = json!({});
         }

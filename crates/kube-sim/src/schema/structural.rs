@@ -146,6 +146,7 @@ fn check_schema(s: &Value, path: &str, level: Level, errs: &mut Vec<FieldError>)
         ));
     }
     let ty = check_type(obj, path, level, errs);
+    check_null_in_enum(obj, path, ty, errs);
     if obj.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
         errs.push(FieldError::forbidden(
             format!("{path}.uniqueItems"),
@@ -353,6 +354,27 @@ fn check_validations(obj: &Map<String, Value>, path: &str, errs: &mut Vec<FieldE
                 "must be a list",
             )),
         }
+    }
+}
+
+/// `null` inside `enum` is refused as Kubernetes 1.20 does (kubernetes#104969, accepted with
+/// `nullable: true` from later patch releases on): a CRD must install on every supported server,
+/// and `nullable` alone admits null everywhere.
+fn check_null_in_enum(
+    obj: &serde_json::Map<String, Value>,
+    path: &str,
+    ty: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let Some(values) = obj.get("enum").and_then(Value::as_array) else {
+        return;
+    };
+    for (i, _) in values.iter().enumerate().filter(|(_, v)| v.is_null()) {
+        errs.push(FieldError::invalid(
+            format!("{path}.enum[{i}]"),
+            &Value::Null,
+            &format!("must be of type {ty}; null in an enum is refused by Kubernetes 1.20 (nullable: true is enough)"),
+        ));
     }
 }
 

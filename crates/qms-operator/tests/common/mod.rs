@@ -11,13 +11,54 @@ use kube::{Api, Client, ResourceExt};
 use qms_api::{QmsWorkflow, WorkflowState};
 use qms_operator::{Http, OperatorHandle, Settings};
 
+pub mod leader_scenarios;
+pub mod scenarios;
+
 /// Hang protection only: every wait polls for a condition and gives up after this long.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 pub struct Env {
-    pub sim: kube_sim::KubeSim,
+    /// The API server: kube-sim, or a namespace on the real control plane (`Env::start_real`).
+    pub sim: Server,
     pub client: Client,
     pub ns: String,
+}
+
+/// One test, two servers: what the scenarios need from either.
+pub enum Server {
+    Sim(kube_sim::KubeSim),
+    Real(kube_real::TestNamespace),
+}
+
+impl Server {
+    pub fn client(&self) -> Client {
+        match self {
+            Server::Sim(s) => s.client(),
+            Server::Real(r) => r.client(),
+        }
+    }
+
+    pub fn client_with_user_agent(&self, user_agent: &str) -> anyhow::Result<Client> {
+        match self {
+            Server::Sim(s) => s.client_with_user_agent(user_agent),
+            Server::Real(r) => r.client_with_user_agent(user_agent),
+        }
+    }
+
+    pub fn kubeconfig_path(&self) -> &std::path::Path {
+        match self {
+            Server::Sim(s) => s.kubeconfig_path(),
+            Server::Real(r) => r.kubeconfig_path(),
+        }
+    }
+
+    /// kube-sim's fault injection (a test that needs it runs on kube-sim only).
+    pub fn faults(&self) -> &kube_sim::Faults {
+        match self {
+            Server::Sim(s) => s.faults(),
+            Server::Real(_) => panic!("fault injection needs kube-sim, not the real control plane"),
+        }
+    }
 }
 
 pub fn init_tracing() {
@@ -42,14 +83,39 @@ impl Env {
             .await
             .expect("CRDs install");
         Env {
-            sim,
+            sim: Server::Sim(sim),
             client,
             ns: "default".to_owned(),
         }
     }
 
+    /// A fresh namespace on this test binary's real control plane (kube-real), the CRDs installed.
+    /// Fails, naming scripts/install-kube.sh, when the control plane is not installed.
+    pub async fn start_real() -> Env {
+        init_tracing();
+        let plane = kube_real::KubeReal::shared()
+            .await
+            .unwrap_or_else(|e| panic!("real control plane: {e:#}"));
+        let ns = plane.namespace("e2e").await.expect("test namespace");
+        let client = ns.client();
+        install_crds_on_1_20(&client).await;
+        Env {
+            ns: ns.name().to_owned(),
+            sim: Server::Real(ns),
+            client,
+        }
+    }
+
+    /// On the real control plane tests share one cluster: each operator reconciles only its
+    /// test's namespace.
     pub fn settings(&self) -> Settings {
-        Settings::default()
+        match &self.sim {
+            Server::Sim(_) => Settings::default(),
+            Server::Real(_) => Settings {
+                namespaces: vec![self.ns.clone()],
+                ..Settings::default()
+            },
+        }
     }
 
     pub async fn operator(&self, settings: Settings) -> OperatorHandle {
@@ -155,6 +221,40 @@ impl Env {
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .collect()
+    }
+}
+
+/// Creates the generated CRDs unless present. Not server-side apply as `dev::install_crds`:
+/// 1.20's apply refuses `x-kubernetes-validations` (the CEL rules, unknown before 1.23) with a 500,
+/// where create drops that field (so 1.20 serves the CRDs without their CEL rules).
+pub async fn install_crds_on_1_20(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in qms_api::crds::all() {
+        let name = crd.name_any();
+        match api.create(&Default::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("create CRD {name}: {e}"),
+        }
+    }
+    for (_, crd) in qms_api::crds::all() {
+        let name = crd.name_any();
+        let start = tokio::time::Instant::now();
+        loop {
+            let c = api.get(&name).await.expect("read CRD");
+            let established = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "CRD {name} never Established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
