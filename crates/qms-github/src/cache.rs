@@ -50,8 +50,12 @@ impl TemplateCache {
         }
     }
 
-    /// Starts the watch if it is not running yet (needs a Tokio runtime: called from a delivery).
-    fn ensure_started(&self) {
+    /// Starts the watch if it is not running yet (at start-up, or lazily with the first use).
+    /// Outside a Tokio runtime it does nothing (the first use starts it).
+    pub fn start(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
         let Some(writer) = lock(&self.writer).take() else {
             return;
         };
@@ -75,6 +79,14 @@ impl TemplateCache {
             }
         });
         *lock(&self.task) = Some(task.abort_handle());
+    }
+
+    fn ensure_started(&self) {
+        self.start();
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Whether deliveries are served from the watch (false until its first list completes).

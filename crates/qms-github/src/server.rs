@@ -58,7 +58,7 @@ struct Inner {
     github: Arc<GithubClient>,
     store: WorkflowStore,
     /// Templates from a watch (see `cache`), so a new pull request lists nothing.
-    templates: TemplateCache,
+    templates: Arc<TemplateCache>,
     /// Trust verdicts per (login, repository), briefly (see `cache`).
     trust: TrustCache,
     deliveries: Deliveries,
@@ -73,7 +73,7 @@ pub struct WebhookState {
 impl WebhookState {
     pub fn new(cfg: GithubConfig, github: Arc<GithubClient>, kube: kube::Client) -> Self {
         let store = WorkflowStore::new(kube.clone(), &cfg.namespace);
-        let templates = TemplateCache::new(kube, &cfg.namespace);
+        let templates = Arc::new(TemplateCache::new(kube, &cfg.namespace));
         let trust = TrustCache::new(cfg.permission_cache_ttl, cfg.permission_cache_size);
         Self {
             inner: Arc::new(Inner {
@@ -96,6 +96,12 @@ impl WebhookState {
     /// deliveries list them from the API server until then).
     pub fn templates_watched(&self) -> bool {
         self.inner.templates.is_watching()
+    }
+
+    /// The template cache, to share with the check-run sync ([`crate::CheckSyncer::with_templates`])
+    /// and to start at start-up ([`TemplateCache::start`]).
+    pub fn template_cache(&self) -> Arc<TemplateCache> {
+        self.inner.templates.clone()
     }
 
     /// Trust verdicts currently cached.

@@ -235,6 +235,37 @@ async fn progress(api: &Api<QmsWorkflow>) -> (usize, usize, usize) {
     (done, list.items.len(), transitions)
 }
 
+/// Per workflow: seconds from creation to each transition (the history's times, 1 s resolution).
+async fn timelines(api: &Api<QmsWorkflow>) -> Vec<Vec<(String, f64)>> {
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return Vec::new();
+    };
+    let secs = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.timestamp_millis() as f64 / 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    list.items
+        .iter()
+        .map(|wf| {
+            let created = wf
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(f64::NAN, |t| t.0.as_millisecond() as f64 / 1000.0);
+            wf.status
+                .as_ref()
+                .map(|s| {
+                    s.history
+                        .iter()
+                        .map(|h| (h.to.to_string(), secs(&h.at) - created))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Waits until every workflow of `api` is FINAL_PENDING (at most `limit`); the elapsed time.
 async fn until_final(api: &Api<QmsWorkflow>, n: usize, since: Instant, limit: Duration) -> f64 {
     loop {
@@ -348,6 +379,21 @@ async fn run(n: usize) {
         (hwm - idle_rss) * 1000.0 / n as f64
     );
     println!("  reconciles/workflow       {:.1}", per(reconciles));
+    let lines = timelines(&api).await;
+    let mut by_state: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in &lines {
+        for (state, t) in line {
+            by_state.entry(state.clone()).or_default().push(*t);
+        }
+    }
+    for (state, mut ts) in by_state {
+        ts.sort_by(f64::total_cmp);
+        println!(
+            "  reached {state:<18} after creation: p50 {:.1} s, max {:.1} s",
+            percentile(&ts, 0.5),
+            percentile(&ts, 1.0)
+        );
+    }
     println!(
         "  operator writes/workflow  {:.2} vs minimal {:.2} (Jobs {:.2} + transitions {:.2}): {:.2}x",
         per(writes as f64),
