@@ -241,7 +241,8 @@ impl GithubConfig {
             )?);
         }
         if let Some(v) = get("QMS_GITHUB_PERMISSION_CACHE_SIZE") {
-            cfg.permission_cache_size = at_least_one("QMS_GITHUB_PERMISSION_CACHE_SIZE", v)? as usize;
+            cfg.permission_cache_size =
+                at_least_one("QMS_GITHUB_PERMISSION_CACHE_SIZE", v)? as usize;
         }
         Ok(cfg)
     }
@@ -371,7 +372,11 @@ mod tests {
         assert!(cfg(&[("QMS_GITHUB_TRUSTED_TEAMS", "noslash")]).is_err());
         assert!(cfg(&[("QMS_GITHUB_PERMISSION_CACHE_SIZE", "0")]).is_err());
         let e = cfg(&[("QMS_GITHUB_PERMISSION_CACHE_TTL", "soon")]).unwrap_err();
-        assert!(e.to_string().starts_with("QMS_GITHUB_PERMISSION_CACHE_TTL:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("QMS_GITHUB_PERMISSION_CACHE_TTL:"),
+            "{e}"
+        );
         let c = cfg(&[
             ("QMS_GITHUB_PERMISSION_CACHE_TTL", "5s"),
             ("QMS_GITHUB_PERMISSION_CACHE_SIZE", "10"),

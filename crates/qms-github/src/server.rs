@@ -543,8 +543,10 @@ async fn create_first(
     let Event::PullRequest(e) = event else {
         return Ok(None);
     };
-    if !matches!(e.action.as_str(), "opened" | "reopened" | "ready_for_review")
-        || e.pull_request.is_from_fork()
+    if !matches!(
+        e.action.as_str(),
+        "opened" | "reopened" | "ready_for_review"
+    ) || e.pull_request.is_from_fork()
     {
         return Ok(None);
     }

@@ -128,7 +128,10 @@ impl Env {
         self.deliver("pull_request", "warm-up", &draft).await;
         let start = std::time::Instant::now();
         while !self.state.templates_watched() {
-            assert!(start.elapsed() < Duration::from_secs(10), "watch never synced");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "watch never synced"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -188,11 +191,22 @@ async fn a_new_pull_request_is_one_create_and_lists_no_templates() {
         env.kube.clone(),
     ));
     let name = naming::workflow_name(REPO, 3);
-    let rv = env.workflows().get(&name).await.unwrap().metadata.resource_version;
+    let rv = env
+        .workflows()
+        .get(&name)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     let v = Env::deliver_to(&restarted, "pull_request", "new-3", &opened(3)).await;
     assert_eq!(v["status"], "duplicate", "{v}");
     assert_eq!(
-        env.workflows().get(&name).await.unwrap().metadata.resource_version,
+        env.workflows()
+            .get(&name)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
         rv
     );
 
@@ -202,7 +216,10 @@ async fn a_new_pull_request_is_one_create_and_lists_no_templates() {
     reopened["pull_request"]["head"]["sha"] = SHA2.into();
     let v = env.deliver("pull_request", "reopen-3", &reopened).await;
     assert_eq!(v["status"], "applied", "{v}");
-    assert_eq!(env.workflows().get(&name).await.unwrap().spec.head_sha, SHA2);
+    assert_eq!(
+        env.workflows().get(&name).await.unwrap().spec.head_sha,
+        SHA2
+    );
 
     // Concurrent opened + synchronize for one new PR: one workflow, at the synchronize's SHA or
     // the opened one's, and both deliveries recorded on it.
@@ -222,7 +239,10 @@ async fn a_new_pull_request_is_one_create_and_lists_no_templates() {
         .await
         .unwrap();
     let recorded = naming::recorded_deliveries(wf.metadata.annotations.as_ref());
-    assert!(recorded.iter().any(|k| k.ends_with(":race-open")), "{recorded:?}");
+    assert!(
+        recorded.iter().any(|k| k.ends_with(":race-open")),
+        "{recorded:?}"
+    );
     // The synchronize either moved the head (recorded) or found it already there (ignored).
     assert!(
         recorded.iter().any(|k| k.ends_with(":race-sync")) || b["status"] == "ignored",
@@ -302,7 +322,10 @@ async fn a_changed_template_is_picked_up_through_the_watch() {
         if wf.spec.template_ref.name == "standard-qms-review" {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "deletion never seen");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "deletion never seen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -328,7 +351,11 @@ async fn a_revoked_permission_takes_effect_after_the_ttl() {
         .unwrap();
 
     let v = env
-        .deliver("issue_comment", "c-1", &comment("/qms approve ok", "qms-lead", PR))
+        .deliver(
+            "issue_comment",
+            "c-1",
+            &comment("/qms approve ok", "qms-lead", PR),
+        )
         .await;
     assert_eq!(v["status"], "applied", "{v}");
     assert_eq!(env.permission_lookups("qms-lead"), 1);
@@ -340,16 +367,28 @@ async fn a_revoked_permission_takes_effect_after_the_ttl() {
         .insert("qms-lead".into(), "read".into());
     env.clock.advance(Duration::from_secs(10));
     let v = env
-        .deliver("issue_comment", "c-2", &comment("/qms reject wait", "qms-lead", PR))
+        .deliver(
+            "issue_comment",
+            "c-2",
+            &comment("/qms reject wait", "qms-lead", PR),
+        )
         .await;
     assert_eq!(v["status"], "applied", "{v}");
-    assert_eq!(env.permission_lookups("qms-lead"), 1, "served from the cache");
+    assert_eq!(
+        env.permission_lookups("qms-lead"),
+        1,
+        "served from the cache"
+    );
 
     // After the TTL the lookup is made again and the command refused.
     env.clock.advance(Duration::from_secs(21));
     let before = env.workflows().get(&name).await.unwrap();
     let v = env
-        .deliver("issue_comment", "c-3", &comment("/qms approve now", "qms-lead", PR))
+        .deliver(
+            "issue_comment",
+            "c-3",
+            &comment("/qms approve now", "qms-lead", PR),
+        )
         .await;
     assert_eq!(v["status"], "replied", "{v}");
     assert_eq!(env.permission_lookups("qms-lead"), 2);

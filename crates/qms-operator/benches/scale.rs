@@ -82,6 +82,21 @@ fn memory(pid: u32) -> (f64, f64) {
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
 }
 
+/// User + system CPU seconds of `pid` (`"self"` for this process), from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
@@ -142,6 +157,10 @@ impl Operator {
             .stderr(Stdio::from(
                 std::fs::File::create(log).expect("operator log file"),
             ));
+        // Passed through, e.g. QMS_WORKFLOW_CONCURRENCY to see what the reconcile concurrency does.
+        if let Ok(c) = std::env::var("QMS_BENCH_WORKFLOW_CONCURRENCY") {
+            cmd.env("QMS_WORKFLOW_CONCURRENCY", c);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -324,8 +343,9 @@ async fn run(n: usize) {
         .expect("crds");
     seed(&client, "default").await;
     println!(
-        "scale bench: QMS_BENCH_WORKFLOWS={n}, {} CPUs; operator = separate process, kube-sim + kubelet + load in this one",
-        std::thread::available_parallelism().map_or(0, |p| p.get())
+        "scale bench: QMS_BENCH_WORKFLOWS={n}, {} CPUs, QMS_WORKFLOW_CONCURRENCY={}; operator = separate process, kube-sim + kubelet + load in this one",
+        std::thread::available_parallelism().map_or(0, |p| p.get()),
+        std::env::var("QMS_BENCH_WORKFLOW_CONCURRENCY").unwrap_or_else(|_| "default".into())
     );
 
     // ---- 1. throughput, memory, writes, reconciles ----
@@ -341,7 +361,10 @@ async fn run(n: usize) {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (idle_rss, _) = memory(op.pid());
-    let reconciles_before = metric(op.addr, "qms_reconciles_total{controller=\"qmsworkflow\"").await;
+    let reconciles_before =
+        metric(op.addr, "qms_reconciles_total{controller=\"qmsworkflow\"").await;
+    let op_pid = op.pid().to_string();
+    let (op_cpu0, self_cpu0) = (cpu_seconds(&op_pid), cpu_seconds("self"));
     sim.counters().reset();
     let api: Api<QmsWorkflow> = Api::namespaced(client.clone(), "default");
     let started = Instant::now();
@@ -349,8 +372,22 @@ async fn run(n: usize) {
     let created_in = started.elapsed().as_secs_f64();
     let elapsed = until_final(&api, n, started, Duration::from_secs(900)).await;
     let (rss_after, hwm) = memory(op.pid());
-    let reconciles =
-        metric(op.addr, "qms_reconciles_total{controller=\"qmsworkflow\"").await - reconciles_before;
+    let (op_cpu, self_cpu) = (
+        cpu_seconds(&op_pid) - op_cpu0,
+        cpu_seconds("self") - self_cpu0,
+    );
+    let rec_sum = metric(
+        op.addr,
+        "qms_reconcile_duration_seconds_sum{controller=\"qmsworkflow\"",
+    )
+    .await;
+    let rec_count = metric(
+        op.addr,
+        "qms_reconcile_duration_seconds_count{controller=\"qmsworkflow\"",
+    )
+    .await;
+    let reconciles = metric(op.addr, "qms_reconciles_total{controller=\"qmsworkflow\"").await
+        - reconciles_before;
     let requests = operator_requests(&sim);
     let (_, _, transitions) = progress(&api).await;
     let count = |verb: &str, res: &str| -> u64 {
@@ -379,6 +416,14 @@ async fn run(n: usize) {
         (hwm - idle_rss) * 1000.0 / n as f64
     );
     println!("  reconciles/workflow       {:.1}", per(reconciles));
+    println!(
+        "  mean reconcile            {:.2} ms ({rec_count:.0} reconciles, since start)",
+        rec_sum / rec_count.max(1.0) * 1e3
+    );
+    println!(
+        "  CPU                       operator {op_cpu:.1} s ({:.1} ms/workflow), kube-sim + kubelet + bench {self_cpu:.1} s, over {elapsed:.1} s wall",
+        op_cpu / n as f64 * 1e3
+    );
     let lines = timelines(&api).await;
     let mut by_state: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for line in &lines {
@@ -402,9 +447,19 @@ async fn run(n: usize) {
         per(transitions as f64),
         writes as f64 / minimal.max(1) as f64
     );
+    let events = count("create", "events") + count("patch", "events");
+    println!(
+        "  without Events            {:.2}/workflow: {:.2}x the minimal count",
+        per((writes - events) as f64),
+        (writes - events) as f64 / minimal.max(1) as f64
+    );
     println!("  operator requests/workflow by verb and resource:");
     for ((verb, res), c) in &requests {
-        println!("    {:<40} {:>8.2}", format!("{verb} {res}"), per(*c as f64));
+        println!(
+            "    {:<40} {:>8.2}",
+            format!("{verb} {res}"),
+            per(*c as f64)
+        );
     }
     op.stop();
 
@@ -561,7 +616,9 @@ async fn webhooks(
     lat.sort_by(f64::total_cmp);
     let webhook_requests = operator_requests(sim);
 
-    println!("\n2. webhooks: {n} signed pull_request opened deliveries (~25 KB), {CLIENTS} clients");
+    println!(
+        "\n2. webhooks: {n} signed pull_request opened deliveries (~25 KB), {CLIENTS} clients"
+    );
     println!("  raw verify+parse          {raw_rate:.0}/s (one thread of the bench process)");
     println!(
         "  direct QmsWorkflow create {direct_rate:.0}/s (p50 {:.1} ms, p99 {:.1} ms)",
@@ -578,12 +635,18 @@ async fn webhooks(
         hook_rate / direct_rate,
         hook_rate / raw_rate
     );
-    println!("  operator requests/delivery during the burst (webhook + the reconciles it started):");
+    println!(
+        "  operator requests/delivery during the burst (webhook + the reconciles it started):"
+    );
     for ((verb, res), c) in webhook_requests
         .iter()
         .filter(|((_, r), _)| r.starts_with("qmsworkflows") || r == "workflowtemplates")
     {
-        println!("    {:<40} {:>8.2}", format!("{verb} {res}"), *c as f64 / n as f64);
+        println!(
+            "    {:<40} {:>8.2}",
+            format!("{verb} {res}"),
+            *c as f64 / n as f64
+        );
     }
 
     // GitHub writes per check run once the reviews are FINAL_PENDING and the sync is quiet.
