@@ -290,13 +290,16 @@ impl Faults {
     }
 }
 
+/// (User-Agent product, verb, resource).
+pub type ClientKey = (String, String, String);
+
 /// Requests served, per (verb, resource). Resource is the plural, with `/subresource` when one
 /// was addressed; discovery and OpenAPI requests count under verb `get`, resource `discovery`/`openapi`.
 #[derive(Clone, Default, Debug)]
 pub struct Counters {
     inner: Arc<Mutex<BTreeMap<(String, String), u64>>>,
     /// The same per client: (User-Agent product, i.e. the part before `/`, verb, resource).
-    by_client: Arc<Mutex<BTreeMap<(String, String, String), u64>>>,
+    by_client: Arc<Mutex<BTreeMap<ClientKey, u64>>>,
 }
 
 impl Counters {
@@ -318,7 +321,7 @@ impl Counters {
     }
     /// Requests per (User-Agent product, verb, resource), e.g. `("qms-operator", "patch",
     /// "qmsworkflows/status")`.
-    pub fn snapshot_by_client(&self) -> BTreeMap<(String, String, String), u64> {
+    pub fn snapshot_by_client(&self) -> BTreeMap<ClientKey, u64> {
         self.by_client
             .lock()
             .unwrap_or_else(|e| e.into_inner())

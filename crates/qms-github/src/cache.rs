@@ -129,12 +129,15 @@ pub const DEFAULT_TRUST_TTL: Duration = Duration::from_secs(30);
 /// Default of `QMS_GITHUB_PERMISSION_CACHE_SIZE`.
 pub const DEFAULT_TRUST_CAPACITY: usize = 4096;
 
+/// (repository, login), lower-cased.
+type TrustKey = (String, String);
+
 /// Trust verdicts per (repository, login), both case-insensitive, bounded in time and number.
 #[derive(Debug)]
 pub struct TrustCache {
     ttl: chrono::Duration,
     capacity: usize,
-    entries: Mutex<HashMap<(String, String), (bool, DateTime<Utc>)>>,
+    entries: Mutex<HashMap<TrustKey, (bool, DateTime<Utc>)>>,
 }
 
 impl TrustCache {
@@ -147,7 +150,7 @@ impl TrustCache {
         }
     }
 
-    fn key(repository: &str, login: &str) -> (String, String) {
+    fn key(repository: &str, login: &str) -> TrustKey {
         (repository.to_ascii_lowercase(), login.to_ascii_lowercase())
     }
 

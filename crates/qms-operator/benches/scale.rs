@@ -16,7 +16,6 @@
 //!    reviews reached FINAL_PENDING.
 
 #[path = "../../qms-github/tests/common/github.rs"]
-#[allow(dead_code)]
 mod fake_github;
 
 use std::collections::BTreeMap;
