@@ -284,6 +284,26 @@ async fn timelines(api: &Api<QmsWorkflow>) -> Vec<Vec<(String, f64)>> {
         .collect()
 }
 
+/// Seconds from the first workflow's creation to the last transition to FINAL_PENDING.
+async fn first_to_last(api: &Api<QmsWorkflow>) -> Option<f64> {
+    let list = api.list(&ListParams::default()).await.ok()?;
+    let mut first = f64::INFINITY;
+    let mut last = f64::NEG_INFINITY;
+    for wf in &list.items {
+        if let Some(t) = &wf.metadata.creation_timestamp {
+            first = first.min(t.0.as_millisecond() as f64 / 1000.0);
+        }
+        for h in wf.status.iter().flat_map(|s| &s.history) {
+            if h.to == WorkflowState::FinalPending
+                && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&h.at)
+            {
+                last = last.max(at.timestamp_millis() as f64 / 1000.0);
+            }
+        }
+    }
+    (first.is_finite() && last.is_finite()).then_some(last - first)
+}
+
 /// Waits until every workflow of `api` is FINAL_PENDING (at most `limit`); the elapsed time.
 async fn until_final(api: &Api<QmsWorkflow>, n: usize, since: Instant, limit: Duration) -> f64 {
     loop {
@@ -295,7 +315,7 @@ async fn until_final(api: &Api<QmsWorkflow>, n: usize, since: Instant, limit: Du
             println!("  (gave up: {done}/{n} reached FINAL_PENDING in {limit:?})");
             return since.elapsed().as_secs_f64();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -403,10 +423,13 @@ async fn run(n: usize) {
         .sum();
     let minimal = jobs + transitions as u64;
     let per = |x: f64| x / n as f64;
+    let lines = timelines(&api).await;
     println!("\n1. {n} workflows at once to FINAL_PENDING (agents never queue)");
     println!("  created in                {created_in:.2} s");
-    println!("  wall time                 {elapsed:.2} s");
-    println!("  workflows/s               {:.2}", n as f64 / elapsed);
+    // From the workflows' own history (the bench polls once a second).
+    let span = first_to_last(&api).await.unwrap_or(elapsed);
+    println!("  wall time                 {span:.2} s (first creation to last FINAL_PENDING)");
+    println!("  workflows/s               {:.2}", n as f64 / span);
     println!(
         "  operator RSS              idle {idle_rss:.1} MiB, peak (VmHWM) {hwm:.1} MiB, after {rss_after:.1} MiB"
     );
@@ -423,7 +446,6 @@ async fn run(n: usize) {
         "  CPU                       operator {op_cpu:.1} s ({:.1} ms/workflow), kube-sim + kubelet + bench {self_cpu:.1} s, over {elapsed:.1} s wall",
         op_cpu / n as f64 * 1e3
     );
-    let lines = timelines(&api).await;
     let mut by_state: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for line in &lines {
         for (state, t) in line {
