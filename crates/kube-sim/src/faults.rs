@@ -290,14 +290,43 @@ impl Faults {
     }
 }
 
+/// (User-Agent product, verb, resource).
+pub type ClientKey = (String, String, String);
+
 /// Requests served, per (verb, resource). Resource is the plural, with `/subresource` when one
 /// was addressed; discovery and OpenAPI requests count under verb `get`, resource `discovery`/`openapi`.
 #[derive(Clone, Default, Debug)]
 pub struct Counters {
     inner: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// The same per client: (User-Agent product, i.e. the part before `/`, verb, resource).
+    by_client: Arc<Mutex<BTreeMap<ClientKey, u64>>>,
 }
 
 impl Counters {
+    pub(crate) fn incr_for(&self, verb: &str, resource: &str, user_agent: &str) {
+        self.incr(verb, resource);
+        let product: String = user_agent
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(40)
+            .collect();
+        *self
+            .by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((product, verb.to_owned(), resource.to_owned()))
+            .or_default() += 1;
+    }
+    /// Requests per (User-Agent product, verb, resource), e.g. `("qms-operator", "patch",
+    /// "qmsworkflows/status")`.
+    pub fn snapshot_by_client(&self) -> BTreeMap<ClientKey, u64> {
+        self.by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
     fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), u64>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -321,6 +350,10 @@ impl Counters {
     }
     pub fn reset(&self) {
         self.lock().clear();
+        self.by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 

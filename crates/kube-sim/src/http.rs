@@ -401,7 +401,9 @@ async fn resource(
         Some(s) => format!("{}/{s}", t.rt.plural),
         None => t.rt.plural.clone(),
     };
-    engine.counters.incr(verb, &label);
+    engine
+        .counters
+        .incr_for(verb, &label, req.header(header::USER_AGENT));
     if let Some(d) = engine.faults.latency(verb, &label) {
         tokio::time::sleep(d).await;
     }

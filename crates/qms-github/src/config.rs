@@ -82,6 +82,11 @@ pub struct GithubConfig {
     /// Annotations shown on one check run at most, failures first (sent 50 per request); the
     /// summary counts the rest and says where to see them.
     pub max_annotations_per_check_run: usize,
+    /// How long a trust verdict (permission / team lookup) per (login, repository) is reused
+    /// (`QMS_GITHUB_PERMISSION_CACHE_TTL`, seconds; 0 = look up every time).
+    pub permission_cache_ttl: std::time::Duration,
+    /// (login, repository) pairs kept at most (`QMS_GITHUB_PERMISSION_CACHE_SIZE`).
+    pub permission_cache_size: usize,
 }
 
 impl Default for GithubConfig {
@@ -101,6 +106,8 @@ impl Default for GithubConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_annotations_per_check_run:
                 crate::checks::render::DEFAULT_MAX_ANNOTATIONS_PER_CHECK_RUN,
+            permission_cache_ttl: crate::cache::DEFAULT_TRUST_TTL,
+            permission_cache_size: crate::cache::DEFAULT_TRUST_CAPACITY,
         }
     }
 }
@@ -226,6 +233,17 @@ impl GithubConfig {
             cfg.max_annotations_per_check_run =
                 parse_num("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN", &v)?;
         }
+        if let Some(v) = get("QMS_GITHUB_PERMISSION_CACHE_TTL") {
+            // Seconds; 0 turns the cache off.
+            cfg.permission_cache_ttl = std::time::Duration::from_secs(parse_num(
+                "QMS_GITHUB_PERMISSION_CACHE_TTL",
+                v.trim().trim_end_matches('s'),
+            )?);
+        }
+        if let Some(v) = get("QMS_GITHUB_PERMISSION_CACHE_SIZE") {
+            cfg.permission_cache_size =
+                at_least_one("QMS_GITHUB_PERMISSION_CACHE_SIZE", v)? as usize;
+        }
         Ok(cfg)
     }
 }
@@ -341,6 +359,8 @@ mod tests {
         assert_eq!(c.writes_per_minute, 80);
         assert_eq!(c.max_annotations_per_check_run, 1_000);
         assert!(!c.run_drafts);
+        assert_eq!(c.permission_cache_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(c.permission_cache_size, 4096);
         assert!(!format!("{c:?}").contains("ghp_abc"));
     }
 
@@ -350,6 +370,20 @@ mod tests {
         assert!(cfg(&[("QMS_GITHUB_WRITES_PER_MINUTE", "0")]).is_err());
         assert!(cfg(&[("QMS_GITHUB_WRITES_PER_HOUR", "0")]).is_err());
         assert!(cfg(&[("QMS_GITHUB_TRUSTED_TEAMS", "noslash")]).is_err());
+        assert!(cfg(&[("QMS_GITHUB_PERMISSION_CACHE_SIZE", "0")]).is_err());
+        let e = cfg(&[("QMS_GITHUB_PERMISSION_CACHE_TTL", "soon")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("QMS_GITHUB_PERMISSION_CACHE_TTL:"),
+            "{e}"
+        );
+        let c = cfg(&[
+            ("QMS_GITHUB_PERMISSION_CACHE_TTL", "5s"),
+            ("QMS_GITHUB_PERMISSION_CACHE_SIZE", "10"),
+        ])
+        .unwrap();
+        assert_eq!(c.permission_cache_ttl, std::time::Duration::from_secs(5));
+        assert_eq!(c.permission_cache_size, 10);
         let e = cfg(&[("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN", "many")]).unwrap_err();
         assert!(
             e.to_string()

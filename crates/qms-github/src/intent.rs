@@ -3,6 +3,7 @@
 //! Pure: no client, no clock (time comes in `Facts::now`). The server gathers the facts, calls
 //! [`decide`], and applies the [`Outcome`] atomically together with the delivery key.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -74,8 +75,8 @@ pub enum Outcome {
 /// The template of a pull request of `repository`: the most specific `repositories` match
 /// (exact, then `owner/*`, then `*`; ties by name), else the one marked `default` (ties by name).
 /// Templates for merge groups only (`mergeGroups: only`) are never used for pull requests.
-pub fn select_template<'a>(
-    templates: &'a [WorkflowTemplate],
+pub fn select_template<'a, T: Borrow<WorkflowTemplate>>(
+    templates: &'a [T],
     repository: &str,
 ) -> Option<&'a WorkflowTemplate> {
     let for_prs = |t: &WorkflowTemplate| t.spec.merge_groups == MergeGroups::Include;
@@ -85,8 +86,8 @@ pub fn select_template<'a>(
 /// The template of a merge group of `repository`: a `mergeGroups: only` template matching the
 /// repository, else the repository's pull-request template (so the merge group gets the same
 /// check names as its pull requests), else a default `only` template, else the default one.
-pub fn select_merge_group_template<'a>(
-    templates: &'a [WorkflowTemplate],
+pub fn select_merge_group_template<'a, T: Borrow<WorkflowTemplate>>(
+    templates: &'a [T],
     repository: &str,
 ) -> Option<&'a WorkflowTemplate> {
     let only = |t: &WorkflowTemplate| t.spec.merge_groups == MergeGroups::Only;
@@ -102,8 +103,8 @@ fn template_name(t: &WorkflowTemplate) -> String {
 }
 
 /// The most specific `repositories` match among the templates `eligible` accepts.
-fn best_match<'a>(
-    templates: &'a [WorkflowTemplate],
+fn best_match<'a, T: Borrow<WorkflowTemplate>>(
+    templates: &'a [T],
     repository: &str,
     eligible: impl Fn(&WorkflowTemplate) -> bool,
 ) -> Option<&'a WorkflowTemplate> {
@@ -125,7 +126,7 @@ fn best_match<'a>(
         )
     };
     let mut best: Option<(&WorkflowTemplate, u8)> = None;
-    for t in templates.iter().filter(|t| eligible(t)) {
+    for t in templates.iter().map(Borrow::borrow).filter(|t| eligible(t)) {
         if let Some(s) = specificity(&t.spec) {
             let better = match best {
                 None => true,
@@ -140,12 +141,13 @@ fn best_match<'a>(
 }
 
 /// The `default` template (ties by name) among those `eligible` accepts.
-fn default_of(
-    templates: &[WorkflowTemplate],
+fn default_of<T: Borrow<WorkflowTemplate>>(
+    templates: &[T],
     eligible: impl Fn(&WorkflowTemplate) -> bool,
 ) -> Option<&WorkflowTemplate> {
     templates
         .iter()
+        .map(Borrow::borrow)
         .filter(|t| t.spec.default && eligible(t))
         .min_by_key(|t| template_name(t))
 }

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use crate::cache::{TemplateCache, TrustCache};
 use crate::client::GithubClient;
 use crate::commands::{self, Command};
 use crate::config::GithubConfig;
@@ -56,6 +57,10 @@ struct Inner {
     cfg: GithubConfig,
     github: Arc<GithubClient>,
     store: WorkflowStore,
+    /// Templates from a watch (see `cache`), so a new pull request lists nothing.
+    templates: Arc<TemplateCache>,
+    /// Trust verdicts per (login, repository), briefly (see `cache`).
+    trust: TrustCache,
     deliveries: Deliveries,
     metrics: WebhookMetrics,
 }
@@ -67,12 +72,16 @@ pub struct WebhookState {
 
 impl WebhookState {
     pub fn new(cfg: GithubConfig, github: Arc<GithubClient>, kube: kube::Client) -> Self {
-        let store = WorkflowStore::new(kube, &cfg.namespace);
+        let store = WorkflowStore::new(kube.clone(), &cfg.namespace);
+        let templates = Arc::new(TemplateCache::new(kube, &cfg.namespace));
+        let trust = TrustCache::new(cfg.permission_cache_ttl, cfg.permission_cache_size);
         Self {
             inner: Arc::new(Inner {
                 cfg,
                 github,
                 store,
+                templates,
+                trust,
                 deliveries: Deliveries::default(),
                 metrics: WebhookMetrics::default(),
             }),
@@ -81,6 +90,23 @@ impl WebhookState {
 
     pub fn metrics(&self) -> &WebhookMetrics {
         &self.inner.metrics
+    }
+
+    /// Whether templates are served from the watch yet (false until its first list completes;
+    /// deliveries list them from the API server until then).
+    pub fn templates_watched(&self) -> bool {
+        self.inner.templates.is_watching()
+    }
+
+    /// The template cache, to share with the check-run sync ([`crate::CheckSyncer::with_templates`])
+    /// and to start at start-up ([`TemplateCache::start`]).
+    pub fn template_cache(&self) -> Arc<TemplateCache> {
+        self.inner.templates.clone()
+    }
+
+    /// Trust verdicts currently cached.
+    pub fn trust_cache_len(&self) -> usize {
+        self.inner.trust.len()
     }
 }
 
@@ -362,6 +388,22 @@ async fn is_trusted(
     {
         return Ok(true);
     }
+    let now = st.github.now();
+    if let Some(verdict) = st.trust.get(repo, login, now) {
+        return Ok(verdict);
+    }
+    let verdict = lookup_trust(st, inst, repo, login).await?;
+    st.trust.put(repo, login, verdict, now);
+    Ok(verdict)
+}
+
+/// Permission, then team membership, on GitHub.
+async fn lookup_trust(
+    st: &Inner,
+    inst: Option<u64>,
+    repo: &str,
+    login: &str,
+) -> Result<bool, String> {
     let perm = st
         .github
         .permission(inst, repo, login)
@@ -395,6 +437,9 @@ async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Respons
         st.github.remember_installation(&repo, i);
     }
     let err = |e: StoreError| e.to_string();
+    if let Some(done) = create_first(st, event, key, &repo).await? {
+        return Ok(done);
+    }
     for attempt in 0..CONFLICT_RETRIES {
         if attempt > 0 {
             let pause = 5 + rand::random::<u64>() % (10 * attempt as u64);
@@ -413,8 +458,8 @@ async fn process(st: &Inner, event: &Event, key: &DeliveryKey) -> Result<Respons
                 "delivery already applied",
             ));
         }
-        let templates = st.store.templates().await.map_err(err)?;
-        let template = template_for(&templates, workflow.as_ref(), event, &repo);
+        let template = template_for(st, workflow.as_ref(), event, &repo).await?;
+        let template = template.as_deref();
         let trusted = match actor(event, workflow.is_some()) {
             Some(login) => Some(is_trusted(st, inst, &repo, &login).await?),
             None => None,
@@ -457,22 +502,31 @@ async fn find_workflow(
     }
 }
 
-/// The workflow's template, or for a new workflow the one selected for the repository.
-fn template_for<'a>(
-    templates: &'a [qms_api::WorkflowTemplate],
+/// The workflow's template, or for a new workflow the one selected for the repository, from the
+/// template cache (a watch; a list only until its first list completes).
+async fn template_for(
+    st: &Inner,
     workflow: Option<&qms_api::QmsWorkflow>,
     event: &Event,
     repo: &str,
-) -> Option<&'a qms_api::WorkflowTemplate> {
-    match workflow {
-        Some(wf) => templates
-            .iter()
-            .find(|t| t.metadata.name.as_deref() == Some(wf.spec.template_ref.name.as_str())),
-        None if matches!(event, Event::MergeGroup(_)) => {
-            intent::select_merge_group_template(templates, repo)
+) -> Result<Option<Arc<qms_api::WorkflowTemplate>>, String> {
+    let kube_err = |e: kube::Error| e.to_string();
+    Ok(match workflow {
+        Some(wf) => st
+            .templates
+            .get(&wf.spec.template_ref.name)
+            .await
+            .map_err(kube_err)?,
+        None => {
+            let templates = st.templates.all().await.map_err(kube_err)?;
+            if matches!(event, Event::MergeGroup(_)) {
+                intent::select_merge_group_template(&templates, repo).cloned()
+            } else {
+                intent::select_template(&templates, repo).cloned()
+            }
+            .map(Arc::new)
         }
-        None => intent::select_template(templates, repo),
-    }
+    })
 }
 
 /// The pull request, read for a trusted `/qms ok-to-test` on a PR without a workflow yet (a
@@ -564,6 +618,55 @@ async fn carry_out(
             Ok(Some(answer(StatusCode::OK, "applied", &note)))
         }
     }
+}
+
+/// A new pull request (opened, reopened, ready for review; not from a fork, which needs a trust
+/// check first) is created in one write, without reading first: its name is deterministic, so a
+/// workflow that exists already (a redelivery, a reopened PR, a concurrent delivery) answers
+/// AlreadyExists, and then the usual read-decide-patch loop runs. `None` = not handled here.
+async fn create_first(
+    st: &Inner,
+    event: &Event,
+    key: &DeliveryKey,
+    repo: &str,
+) -> Result<Option<Response>, String> {
+    let Event::PullRequest(e) = event else {
+        return Ok(None);
+    };
+    if !matches!(
+        e.action.as_str(),
+        "opened" | "reopened" | "ready_for_review"
+    ) || e.pull_request.is_from_fork()
+    {
+        return Ok(None);
+    }
+    let templates = st.templates.all().await.map_err(|e| e.to_string())?;
+    let facts = Facts {
+        now: st.github.now(),
+        namespace: &st.cfg.namespace,
+        run_drafts: st.cfg.run_drafts,
+        delivery: key,
+        workflow: None,
+        template: intent::select_template(&templates, repo),
+        trusted: None,
+        pull_request: None,
+    };
+    let Outcome::Apply {
+        change: change @ intent::Change::Create(_),
+        note,
+        ..
+    } = intent::decide(event, &facts)
+    else {
+        return Ok(None);
+    };
+    match st.store.apply(None, &change, key).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    st.metrics.applied.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(delivery = key.as_str(), %note, "applied");
+    Ok(Some(answer(StatusCode::OK, "applied", &note)))
 }
 
 fn pr_number(event: &Event, wf: Option<&qms_api::QmsWorkflow>) -> Option<u64> {

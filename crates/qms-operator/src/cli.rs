@@ -64,6 +64,9 @@ GitHub integration (off unless --github or QMS_GITHUB_ENABLED=true):
                                  {pr} {sha} are replaced
   QMS_GITHUB_WRITES_PER_MINUTE   pacing of GitHub writes (default 80)
   QMS_GITHUB_MAX_BODY_BYTES      largest webhook body (default 25 MB)
+  QMS_GITHUB_PERMISSION_CACHE_TTL, QMS_GITHUB_PERMISSION_CACHE_SIZE
+                                 trust verdicts reused per (login, repository) for this many
+                                 seconds (default 30; 0 = off), at most this many (default 4096)
 
 Leader election (on unless --leader-elect=false / QMS_LEADER_ELECT=false):
   Replicas compete for a coordination.k8s.io/v1 Lease; only its holder runs the controllers and

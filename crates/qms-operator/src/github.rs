@@ -56,7 +56,10 @@ impl Github {
                 .map_err(|e| GithubStartError(e.to_string()))?,
         );
         let webhooks = WebhookState::new(config.clone(), client.clone(), kube.clone());
-        let syncer = CheckSyncer::new(&config, client.clone(), kube);
+        // One watch of the webhook namespace's templates serves deliveries and check-run syncs.
+        let templates = webhooks.template_cache();
+        templates.start();
+        let syncer = CheckSyncer::new(&config, client.clone(), kube).with_templates(templates);
         Ok(Self {
             config,
             client,

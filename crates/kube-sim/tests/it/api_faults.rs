@@ -210,3 +210,35 @@ async fn counters_count_requests_per_verb_and_resource() {
     assert_eq!(sim.counters().get("delete", "configmaps"), 0);
     assert_eq!(sim.counters().total(), 6);
 }
+
+#[tokio::test]
+async fn counters_are_also_kept_per_client_user_agent() {
+    let sim = sim().await;
+    let operator: Api<ConfigMap> =
+        Api::default_namespaced(sim.client_with_user_agent("qms-operator/0.1.0").unwrap());
+    let other: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    sim.counters().reset();
+    operator
+        .create(&PostParams::default(), &cm("a"))
+        .await
+        .unwrap();
+    operator.get("a").await.unwrap();
+    other.get("a").await.unwrap();
+    let by = sim.counters().snapshot_by_client();
+    let key = |ua: &str, verb: &str| (ua.to_owned(), verb.to_owned(), "configmaps".to_owned());
+    assert_eq!(by.get(&key("qms-operator", "create")), Some(&1));
+    assert_eq!(by.get(&key("qms-operator", "get")), Some(&1));
+    let others: u64 = by
+        .iter()
+        .filter(|((ua, verb, res), _)| ua != "qms-operator" && verb == "get" && res == "configmaps")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(others, 1);
+    assert_eq!(
+        sim.counters().get("get", "configmaps"),
+        2,
+        "the totals still count both"
+    );
+    sim.counters().reset();
+    assert!(sim.counters().snapshot_by_client().is_empty());
+}

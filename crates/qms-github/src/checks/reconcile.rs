@@ -20,6 +20,8 @@ pub struct CheckSyncer {
     github: Arc<GithubClient>,
     kube: kube::Client,
     render: RenderConfig,
+    /// Templates of one namespace from a watch (the webhook's), instead of a read per sync.
+    templates: Option<Arc<crate::cache::TemplateCache>>,
 }
 
 #[derive(Debug)]
@@ -39,7 +41,15 @@ impl CheckSyncer {
                 details_url_template: cfg.details_url_template.clone(),
                 max_annotations_per_check_run: cfg.max_annotations_per_check_run,
             },
+            templates: None,
         }
+    }
+
+    /// Reads the templates of `cache`'s namespace from it (other namespaces are still read from
+    /// the API server).
+    pub fn with_templates(mut self, cache: Arc<crate::cache::TemplateCache>) -> Self {
+        self.templates = Some(cache);
+        self
     }
 
     /// Converges the check runs of `wf` (call on every change of the workflow, deleted ones
@@ -52,7 +62,13 @@ impl CheckSyncer {
     ) -> Result<SyncOutcome, StoreError> {
         let namespace = wf.metadata.namespace.as_deref().unwrap_or("default");
         let store = WorkflowStore::new(self.kube.clone(), namespace);
-        let template = store.template(&wf.spec.template_ref.name).await?;
+        let name = &wf.spec.template_ref.name;
+        let template = match &self.templates {
+            Some(cache) if cache.namespace() == namespace => {
+                cache.get(name).await?.map(|t| (*t).clone())
+            }
+            _ => store.template(name).await?,
+        };
         let report = sync(
             &self.github,
             &self.render,
