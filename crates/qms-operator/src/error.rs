@@ -15,6 +15,11 @@ pub enum Error {
     MissingAgent { agent: String, job: String },
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Adding or removing the finalizer failed. Its JSON patch `test`s the finalizer list the
+    /// cache showed, so a stale cache answers 422 (or 409): that is a conflict to retry soon, not
+    /// an invalid request to back off from for minutes.
+    #[error("writing the finalizer: {0}")]
+    FinalizerWrite(kube::Error),
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
     /// The Kubernetes side of the GitHub check-run sync (GitHub's own errors only requeue it).
@@ -89,6 +94,10 @@ impl Error {
     pub fn category(&self) -> ErrorCategory {
         match self {
             Error::Kube(e) => kube_category(e),
+            Error::FinalizerWrite(e) => match api_code(e) {
+                Some(409 | 422) => ErrorCategory::conflict,
+                _ => kube_category(e),
+            },
             Error::BuildJob { .. } => ErrorCategory::invalid,
             Error::MissingAgent { .. } => ErrorCategory::missing_reference,
             Error::GithubStore(e) => match e {
@@ -106,5 +115,31 @@ pub fn api_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("x", "Invalid").with_code(code)))
+    }
+
+    #[test]
+    fn a_stale_finalizer_patch_is_a_conflict_not_an_invalid_request() {
+        assert_eq!(
+            Error::FinalizerWrite(api(422)).category(),
+            ErrorCategory::conflict
+        );
+        assert_eq!(
+            Error::FinalizerWrite(api(409)).category(),
+            ErrorCategory::conflict
+        );
+        assert_eq!(
+            Error::FinalizerWrite(api(403)).category(),
+            ErrorCategory::forbidden
+        );
+        assert_eq!(Error::Kube(api(422)).category(), ErrorCategory::invalid);
     }
 }

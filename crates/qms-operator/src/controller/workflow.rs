@@ -102,7 +102,7 @@ fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
     use kube::runtime::finalizer::Error as F;
     match e {
         F::ApplyFailed(e) | F::CleanupFailed(e) => e,
-        F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
+        F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::FinalizerWrite(e),
         other => Error::Finalizer(other.to_string()),
     }
 }
