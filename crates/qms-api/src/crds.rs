@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
+use crate::{Agent, QmsWorkflow, QualityBaseline, QualityGate, WorkflowTemplate};
 
 /// Every CRD of the operator with the file name it is kept in, in a stable order.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -13,6 +13,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("qualitygates.yaml", QualityGate::crd()),
         ("agents.yaml", Agent::crd()),
         ("qmsworkflows.yaml", QmsWorkflow::crd()),
+        ("qualitybaselines.yaml", QualityBaseline::crd()),
     ]
 }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod baseline;
 pub mod common;
 pub mod crds;
 pub mod duration;
@@ -16,10 +17,11 @@ pub mod template;
 pub mod workflow;
 
 pub use agent::{Agent, AgentJob, AgentSpec, AgentStatus, HealthPolicy, Priority};
+pub use baseline::{BaselineValue, QualityBaseline, QualityBaselineSpec, baseline_name};
 pub use common::{Condition, ConditionStatus, WorkflowState};
 pub use duration::{DurationError, KubeDuration};
 pub use gate::{
-    Baseline, GateEscalation, GateType, GradualEnforcement, MetricUnit, Operator, QualityGate,
+    Baseline, CarryForward, GateEscalation, OnMissing, GateType, GradualEnforcement, MetricUnit, Operator, QualityGate,
     QualityGateSpec, QualityGateStatus,
 };
 pub use template::{
@@ -27,7 +29,7 @@ pub use template::{
     TemplateStep, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
 pub use workflow::{
-    Approval, CheckRunRef, Decision, GateResult, GateVerdict, MergeGroupRef, Override, QmsWorkflow,
+    Approval, CheckRunRef, Decision, BaselineUse, GateResult, GateVerdict, MergeGroupRef, Override, QmsWorkflow,
     QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase,
     TaskResultSummary, TaskStatus, TemplateRef, Transition,
 };

@@ -108,6 +108,8 @@ pub fn gate(
         escalation: None,
         baseline: None,
         gradual: None,
+        on_missing: qms_api::OnMissing::Fail,
+        carry_forward: None,
     }
 }
 
@@ -215,7 +217,7 @@ pub struct World {
     pub gates: BTreeMap<String, QualityGateSpec>,
     pub agents: BTreeMap<String, AgentView>,
     pub jobs: BTreeMap<String, JobObservation>,
-    pub baselines: BTreeMap<String, f64>,
+    pub baselines: BTreeMap<String, qms_api::BaselineValue>,
     pub config: EngineConfig,
     pub now: DateTime<Utc>,
     pub slot_available: bool,
