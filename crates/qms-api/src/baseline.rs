@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::gate::MetricUnit;
 use crate::common::WorkflowState;
+use crate::gate::MetricUnit;
 use crate::workflow::QmsWorkflow;
 
 /// At most this many gate values per object (one per gate; a namespace has far fewer gates).
@@ -228,7 +228,14 @@ mod tests {
     fn merge_is_bounded() {
         let mut s = QualityBaselineSpec::default();
         let many: Vec<_> = (0..MAX_VALUES + 5)
-            .map(|i| v(&format!("g{i:04}"), 1.0, "s", &format!("2026-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60)))
+            .map(|i| {
+                v(
+                    &format!("g{i:04}"),
+                    1.0,
+                    "s",
+                    &format!("2026-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60),
+                )
+            })
             .collect();
         s.merge(&many, "s", None, "2026-01-01T00:00:00Z");
         assert_eq!(s.values.len(), MAX_VALUES);

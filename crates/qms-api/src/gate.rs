@@ -90,7 +90,9 @@ pub struct Baseline {
 }
 
 /// What a gate does when no successful agent reported its metric (after its retries).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum OnMissing {
     /// Fail closed: the gate errors and blocks (the default).

@@ -21,17 +21,17 @@ pub use baseline::{BaselineValue, QualityBaseline, QualityBaselineSpec, baseline
 pub use common::{Condition, ConditionStatus, WorkflowState};
 pub use duration::{DurationError, KubeDuration};
 pub use gate::{
-    Baseline, CarryForward, GateEscalation, OnMissing, GateType, GradualEnforcement, MetricUnit, Operator, QualityGate,
-    QualityGateSpec, QualityGateStatus,
+    Baseline, CarryForward, GateEscalation, GateType, GradualEnforcement, MetricUnit, OnMissing,
+    Operator, QualityGate, QualityGateSpec, QualityGateStatus,
 };
 pub use template::{
     AgentSelector, Escalation, MergeGroups, RepositoryDispatch, RetryPolicy, StepStates, StepType,
     TemplateStep, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
 pub use workflow::{
-    Approval, CheckRunRef, Decision, BaselineUse, GateResult, GateVerdict, MergeGroupRef, Override, QmsWorkflow,
-    QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase,
-    TaskResultSummary, TaskStatus, TemplateRef, Transition,
+    Approval, BaselineUse, CheckRunRef, Decision, GateResult, GateVerdict, MergeGroupRef, Override,
+    QmsWorkflow, QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus,
+    TaskPhase, TaskResultSummary, TaskStatus, TemplateRef, Transition,
 };
 
 /// API group of every qms-operator resource.

@@ -123,7 +123,11 @@ pub fn baseline_use(
 }
 
 /// The ratchet's baseline for gate `name` (ratchet on), used or not.
-fn ratchet_baseline(name: &str, spec: &QualityGateSpec, ctx: &GateContext<'_>) -> Option<BaselineUse> {
+fn ratchet_baseline(
+    name: &str,
+    spec: &QualityGateSpec,
+    ctx: &GateContext<'_>,
+) -> Option<BaselineUse> {
     let b = spec.baseline.as_ref().filter(|b| b.enabled)?;
     baseline_use(name, spec, b.max_age.as_ref(), b.tolerance, ctx)
 }
@@ -263,7 +267,16 @@ fn judge(
     r.baseline = ratchet_baseline(name, spec, ctx);
     let ratchet_note = ratchet_note(spec, r.baseline.as_ref());
     if reports.is_empty() {
-        return missing(r, metric, op, applied, spec, failed_tasks, ctx, &ratchet_note);
+        return missing(
+            r,
+            metric,
+            op,
+            applied,
+            spec,
+            failed_tasks,
+            ctx,
+            &ratchet_note,
+        );
     }
     let mut values = Vec::with_capacity(reports.len());
     for rep in reports {
@@ -291,7 +304,15 @@ fn judge(
         .map(|u| format!(" {}", units::name(u)))
         .unwrap_or_default();
     let relation = format!("{metric} = {value}{unit} {} {applied}", op.symbol());
-    conclude(&mut r, value, op, applied, spec.blocking, &relation, &ratchet_note);
+    conclude(
+        &mut r,
+        value,
+        op,
+        applied,
+        spec.blocking,
+        &relation,
+        &ratchet_note,
+    );
     r
 }
 
@@ -383,13 +404,23 @@ fn missing(
                     );
                     r.value = Some(value);
                     r.carried = true;
-                    conclude(&mut r, value, op, applied, spec.blocking, &relation, ratchet_note);
+                    conclude(
+                        &mut r,
+                        value,
+                        op,
+                        applied,
+                        spec.blocking,
+                        &relation,
+                        ratchet_note,
+                    );
                     r.baseline = Some(u);
                 }
                 Some(u) => {
                     r.message = format!(
                         "{not_reported}; nothing to carry forward: {} (onMissing: carryForward)",
-                        u.note.as_deref().unwrap_or("carryForward.maxAge is not set")
+                        u.note
+                            .as_deref()
+                            .unwrap_or("carryForward.maxAge is not set")
                     );
                     r.baseline = Some(u);
                 }

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod baselines;
 pub mod cli;
 pub mod config;
 pub mod context;

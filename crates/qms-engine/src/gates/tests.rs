@@ -293,7 +293,10 @@ fn a_ratcheted_result_names_the_baseline_sha_value_and_tolerance() {
     );
     let b = r.baseline.expect("baseline named in the result");
     assert!(b.used);
-    assert_eq!((b.sha.as_str(), b.value, b.tolerance), ("feedbeefcafe0123", 90.0, 1.0));
+    assert_eq!(
+        (b.sha.as_str(), b.value, b.tolerance),
+        ("feedbeefcafe0123", 90.0, 1.0)
+    );
 }
 
 #[test]
@@ -306,7 +309,11 @@ fn a_baseline_older_than_max_age_is_not_used_and_the_result_says_so() {
     env.base("g", 90.0, 8);
     let r = env.eval(Some(&g), &[rep(85.0, None)]);
     assert_eq!((r.threshold, r.verdict), (Some(80.0), GateVerdict::Passed));
-    assert!(r.message.contains("older than maxAge 168h: not used"), "{}", r.message);
+    assert!(
+        r.message.contains("older than maxAge 168h: not used"),
+        "{}",
+        r.message
+    );
     assert!(!r.baseline.expect("named").used);
     // An unreadable time is not used either (never trusted as fresh).
     env.baselines.get_mut("g").unwrap().at = "yesterday".into();
@@ -356,8 +363,16 @@ fn on_missing_carry_forward_uses_a_young_base_branch_value_named_as_carried() {
     assert!(r.message.contains("no value to carry"), "{}", r.message);
     env.base("g", 91.0, 3);
     let r = env.eval(Some(&g), &[]);
-    assert_eq!((r.verdict, r.value, r.carried), (GateVerdict::Passed, Some(91.0), true));
-    assert!(r.message.contains("carried forward from the base branch (feedbee, 3d0h old)"), "{}", r.message);
+    assert_eq!(
+        (r.verdict, r.value, r.carried),
+        (GateVerdict::Passed, Some(91.0), true)
+    );
+    assert!(
+        r.message
+            .contains("carried forward from the base branch (feedbee, 3d0h old)"),
+        "{}",
+        r.message
+    );
     // The carried value is judged against the threshold like a measured one.
     env.base("g", 60.0, 3);
     assert_eq!(env.eval(Some(&g), &[]).verdict, GateVerdict::Failed);
@@ -365,7 +380,11 @@ fn on_missing_carry_forward_uses_a_young_base_branch_value_named_as_carried() {
     env.base("g", 91.0, 15);
     let r = env.eval(Some(&g), &[]);
     assert_eq!((r.verdict, r.carried), (GateVerdict::Error, false));
-    assert!(r.message.contains("older than maxAge 336h"), "{}", r.message);
+    assert!(
+        r.message.contains("older than maxAge 336h"),
+        "{}",
+        r.message
+    );
 }
 
 #[test]
@@ -377,7 +396,10 @@ fn no_policy_passes_when_an_agent_failed() {
         qms_api::OnMissing::Neutral,
         qms_api::OnMissing::CarryForward,
     ] {
-        let g = with_policy(policy, (policy == qms_api::OnMissing::CarryForward).then_some("24h"));
+        let g = with_policy(
+            policy,
+            (policy == qms_api::OnMissing::CarryForward).then_some("24h"),
+        );
         let r = evaluate("g", Some(&g), &[], &["job-x".into()], &env.ctx());
         assert_eq!(r.verdict, GateVerdict::Error, "{policy:?}");
         assert!(r.message.contains("job-x"), "{}", r.message);

@@ -441,48 +441,6 @@ pub async fn run(
     futures::join!(t, g, a);
 }
 
-/// After a run COMPLETED: the values of its gates with the baseline ratchet on become the baseline
-/// for the workflow's repository and base branch (spec §4.2 "historical analysis"). Read-modify-
-/// write with the resourceVersion as precondition, retried a few times on conflict.
-pub async fn record_baselines(
-    shared: &Shared,
-    wf: &qms_api::QmsWorkflow,
-    status: &qms_api::QmsWorkflowStatus,
-) {
-    let ns = wf.namespace().unwrap_or_default();
-    let api: Api<QualityGate> = Api::namespaced(shared.client.clone(), &ns);
-    for step in &status.steps {
-        for result in &step.gates {
-            let Some(value) = result.value else { continue };
-            for _ in 0..3 {
-                let Ok(gate) = api.get(&result.name).await else {
-                    break;
-                };
-                if !gate.spec.baseline.as_ref().is_some_and(|b| b.enabled) {
-                    break;
-                }
-                let mut gs = gate.status.clone().unwrap_or_default();
-                gs.baselines.retain(|b| {
-                    !(b.repository == wf.spec.repository && b.branch == wf.spec.base_ref)
-                });
-                gs.baselines.push(qms_api::gate::BaselineValue {
-                    repository: wf.spec.repository.clone(),
-                    branch: wf.spec.base_ref.clone(),
-                    value,
-                    sha: wf.spec.head_sha.clone(),
-                    at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                });
-                match write_status(shared, &gate, &gs).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(gate = %result.name, error = %e, "recording the baseline failed; retrying")
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus, WorkflowState};
+use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus};
 use qms_engine::{Action as EngineAction, JobObservation, JobPhase, Observed};
 
 use crate::actions::{self, FIELD_MANAGER};
@@ -182,6 +182,7 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
         &trusted,
     )
     .await?;
+    let baselines = crate::baselines::for_workflow(shared, &wf, &stores.gates.state()).await?;
 
     let guard = shared.decide_lock.lock().await;
     let now = Utc::now();
@@ -228,7 +229,6 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
         &admitted,
         live.max_concurrent_workflows,
     );
-    let baselines = observe::baselines(&wf, &all_gates);
     let decide = |jobs: &BTreeMap<String, JobObservation>| {
         qms_engine::decide(&Observed {
             now,
@@ -292,11 +292,6 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
             return Err(e);
         }
         record_transition(shared, &wf, &current, &new_status);
-        if decision.status.state == WorkflowState::Completed
-            && current.state != WorkflowState::Completed
-        {
-            super::catalog::record_baselines(shared, &wf, &decision.status).await;
-        }
     } else {
         shared
             .metrics
