@@ -257,6 +257,26 @@ mod tests {
         );
         assert_eq!(one("/qms retry"), Ok(Command::Retry { step: None }));
         assert_eq!(
+            one("/qms explain code-coverage"),
+            Ok(Command::Explain {
+                gate: "code-coverage".into()
+            })
+        );
+        assert!(matches!(
+            one("/qms explain"),
+            Err(CommandError::Missing {
+                verb: "explain",
+                ..
+            })
+        ));
+        assert!(matches!(
+            one("/qms explain Bad_Gate!"),
+            Err(CommandError::Invalid {
+                verb: "explain",
+                ..
+            })
+        ));
+        assert_eq!(
             one("/qms retry dod-validation"),
             Ok(Command::Retry {
                 step: Some("dod-validation".into())
