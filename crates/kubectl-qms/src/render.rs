@@ -308,7 +308,24 @@ pub fn explain(
             );
             let _ = writeln!(
                 out,
-                "  A missing metric, a crashed agent or an unreadable result is an Error (counts as failed){}.",
+                "  {}",
+                match s.on_missing {
+                    qms_api::OnMissing::Fail =>
+                        "Missing metric (onMissing: fail): an Error, counts as failed.".to_owned(),
+                    qms_api::OnMissing::Neutral =>
+                        "Missing metric (onMissing: neutral): an advisory Warning, never a pass."
+                            .to_owned(),
+                    qms_api::OnMissing::CarryForward => format!(
+                        "Missing metric (onMissing: carryForward): the base branch's last value is carried (named as carried) if younger than {}; else an Error.",
+                        s.carry_forward
+                            .as_ref()
+                            .map_or("?".into(), |c| c.max_age.to_string())
+                    ),
+                }
+            );
+            let _ = writeln!(
+                out,
+                "  A crashed agent or an unreadable result is an Error (counts as failed){}.",
                 if s.retry > 0 {
                     format!(
                         "; the step's agents are re-run up to {} time(s) to obtain the metric{}",
@@ -325,8 +342,12 @@ pub fn explain(
             if let Some(b) = s.baseline.as_ref().filter(|b| b.enabled) {
                 let _ = writeln!(
                     out,
-                    "  Baseline ratchet: no regression of more than {} against the last completed run on the base branch.",
-                    b.tolerance
+                    "  Baseline ratchet: no regression of more than {} against the base branch's baseline (the last merged pull request's value, QualityBaseline){}.",
+                    b.tolerance,
+                    b.max_age
+                        .as_ref()
+                        .map(|a| format!("; a baseline older than {a} is not used"))
+                        .unwrap_or_default()
                 );
             }
             if let Some(gr) = &s.gradual {
@@ -377,6 +398,31 @@ pub fn explain(
         }
         for (step, g) in results {
             let _ = writeln!(out, "  step {step}: {}", gate_line(g));
+            if let Some(b) = &g.baseline {
+                let age = DateTime::parse_from_rfc3339(&b.at)
+                    .map(|at| {
+                        let h = (now - at.with_timezone(&Utc)).num_hours().max(0);
+                        format!("{}d{}h old", h / 24, h % 24)
+                    })
+                    .unwrap_or_else(|_| format!("at {:?}", b.at));
+                let _ = writeln!(
+                    out,
+                    "    {} {} = {}, {age}, tolerance {}{}",
+                    if g.carried {
+                        "carried from"
+                    } else {
+                        "baseline"
+                    },
+                    short(&b.sha),
+                    b.value,
+                    b.tolerance,
+                    if b.used {
+                        " (used)".to_owned()
+                    } else {
+                        format!(" (not used: {})", b.note.as_deref().unwrap_or(""))
+                    }
+                );
+            }
         }
         for o in wf.spec.overrides.iter().filter(|o| o.gate == name) {
             let live = o.sha == wf.spec.head_sha

@@ -360,6 +360,7 @@ async fn kubectl_qms_shows_a_review_and_records_decisions_in_its_spec() {
     for expected in [
         "Gate code-coverage: blocking",
         "Passes when test_coverage >= 80 percentage.",
+        "Missing metric (onMissing: fail): an Error, counts as failed.",
         "step progress-reviews: code-coverage: test_coverage 72.5 >= 80 percentage → Overridden",
         "override by kube-sim until",
         "(in force)",

@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
+use crate::{Agent, QmsWorkflow, QualityBaseline, QualityGate, WorkflowTemplate};
 
 /// Every CRD of the operator with the file name it is kept in, in a stable order.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -16,6 +16,10 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("qualitygates.yaml", without_null_enums(QualityGate::crd())),
         ("agents.yaml", without_null_enums(Agent::crd())),
         ("qmsworkflows.yaml", without_null_enums(QmsWorkflow::crd())),
+        (
+            "qualitybaselines.yaml",
+            without_null_enums(QualityBaseline::crd()),
+        ),
     ]
 }
 

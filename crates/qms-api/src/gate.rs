@@ -84,6 +84,47 @@ pub struct Baseline {
     #[serde(default)]
     #[schemars(range(min = 0.0))]
     pub tolerance: f64,
+    /// A baseline older than this is not used (the check run says so); none: any age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<KubeDuration>,
+}
+
+/// What a gate does when no successful agent reported its metric (after its retries).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum OnMissing {
+    /// Fail closed: the gate errors and blocks (the default).
+    #[default]
+    Fail,
+    /// An advisory result (verdict `Warning`, never `Passed`), saying the metric is missing.
+    Neutral,
+    /// Use the base branch's last value (the QualityBaseline), if younger than
+    /// `carryForward.maxAge`, named as carried; else fail closed.
+    CarryForward,
+}
+
+impl OnMissing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Neutral => "neutral",
+            Self::CarryForward => "carryForward",
+        }
+    }
+
+    fn is_fail(&self) -> bool {
+        *self == Self::Fail
+    }
+}
+
+/// Settings of `onMissing: carryForward`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CarryForward {
+    /// The oldest base-branch value that may be carried.
+    pub max_age: KubeDuration,
 }
 
 /// Gradual enforcement (§4.2): the threshold moves linearly from `from` (at `start`) to the gate's
@@ -116,6 +157,10 @@ pub struct GradualEnforcement {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.type != 'threshold' || (has(self.metric) && has(self.operator) && has(self.threshold))").message("a threshold gate needs metric, operator and threshold"))]
+#[x_kube(validation = Rule::new("!has(self.onMissing) || self.onMissing != 'carryForward' || has(self.carryForward)").message("onMissing: carryForward needs carryForward.maxAge"))]
+#[x_kube(validation = Rule::new("!has(self.carryForward) || (has(self.onMissing) && self.onMissing == 'carryForward')").message("carryForward is only used with onMissing: carryForward"))]
+#[x_kube(validation = Rule::new("!has(self.baseline) || !has(self.baseline.maxAge) || (has(self.baseline.enabled) && self.baseline.enabled)").message("baseline.maxAge needs baseline.enabled: true"))]
+#[x_kube(validation = Rule::new("!has(self.baseline) || !has(self.baseline.enabled) || !self.baseline.enabled || !has(self.operator) || self.operator in ['gte', 'gt', 'lte', 'lt']").message("baseline.enabled needs operator gte, gt, lte or lt (eq/ne have no direction to ratchet)"))]
 pub struct QualityGateSpec {
     /// The step this gate belongs to (informational; templates list the gates each step evaluates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +193,11 @@ pub struct QualityGateSpec {
     pub baseline: Option<Baseline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradual: Option<GradualEnforcement>,
+    /// What happens when the metric is missing: `fail` (default), `neutral` or `carryForward`.
+    #[serde(default, skip_serializing_if = "OnMissing::is_fail")]
+    pub on_missing: OnMissing,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry_forward: Option<CarryForward>,
 }
 
 fn default_true() -> bool {
@@ -162,17 +212,4 @@ pub struct QualityGateStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Last value per repository and base branch, taken from completed runs (the ratchet baseline).
-    #[serde(default)]
-    pub baselines: Vec<BaselineValue>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BaselineValue {
-    pub repository: String,
-    pub branch: String,
-    pub value: f64,
-    pub sha: String,
-    pub at: String,
 }

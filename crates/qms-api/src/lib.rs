@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod baseline;
 pub mod common;
 pub mod crds;
 pub mod duration;
@@ -16,20 +17,21 @@ pub mod template;
 pub mod workflow;
 
 pub use agent::{Agent, AgentJob, AgentSpec, AgentStatus, HealthPolicy, Priority};
+pub use baseline::{BaselineValue, QualityBaseline, QualityBaselineSpec, baseline_name};
 pub use common::{Condition, ConditionStatus, WorkflowState};
 pub use duration::{DurationError, KubeDuration};
 pub use gate::{
-    Baseline, GateEscalation, GateType, GradualEnforcement, MetricUnit, Operator, QualityGate,
-    QualityGateSpec, QualityGateStatus,
+    Baseline, CarryForward, GateEscalation, GateType, GradualEnforcement, MetricUnit, OnMissing,
+    Operator, QualityGate, QualityGateSpec, QualityGateStatus,
 };
 pub use template::{
     AgentSelector, Escalation, MergeGroups, RepositoryDispatch, RetryPolicy, StepStates, StepType,
     TemplateStep, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
 pub use workflow::{
-    Approval, CheckRunRef, Decision, GateResult, GateVerdict, MergeGroupRef, Override, QmsWorkflow,
-    QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus, TaskPhase,
-    TaskResultSummary, TaskStatus, TemplateRef, Transition,
+    Approval, BaselineUse, CheckRunRef, Decision, GateResult, GateVerdict, MergeGroupRef, Override,
+    QmsWorkflow, QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus,
+    TaskPhase, TaskResultSummary, TaskStatus, TemplateRef, Transition,
 };
 
 /// API group of every qms-operator resource.

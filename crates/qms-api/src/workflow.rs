@@ -226,6 +226,34 @@ pub struct GateResult {
     pub blocking: bool,
     #[serde(default)]
     pub message: String,
+    /// The base-branch baseline the gate looked at (ratchet or carried value), used or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineUse>,
+    /// The gate's missing-metric policy when it was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_missing: Option<crate::gate::OnMissing>,
+    /// `value` is the base branch's value carried forward (`onMissing: carryForward`), not a
+    /// measurement of this commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
+}
+
+/// A baseline as a gate used it: where it came from and whether it applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineUse {
+    /// Commit the baseline value was measured on.
+    pub sha: String,
+    pub value: f64,
+    /// RFC 3339 time it became the baseline.
+    pub at: String,
+    /// The ratchet's tolerance (0 for a carried value).
+    #[serde(default)]
+    pub tolerance: f64,
+    /// False when it was not used (older than the gate's maximum age); `note` says why.
+    pub used: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl GateVerdict {

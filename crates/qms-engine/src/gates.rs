@@ -5,6 +5,13 @@
 //! which never passes. Only an explicit, unexpired override for the current head SHA lets a
 //! failing or erroring gate through (`Overridden`).
 //!
+//! Baselines (the `QualityBaseline` of the workflow's repository and base branch) come from merged
+//! code only. A ratcheted gate's result names the baseline's SHA, value and tolerance; a baseline
+//! older than `baseline.maxAge` is not used, and the result says so. A missing metric follows the
+//! gate's `onMissing`: `fail` (error, the default), `neutral` (an advisory `Warning`, never a
+//! pass) or `carryForward` (the base branch's value, named as carried, if younger than
+//! `carryForward.maxAge`; else an error). A step whose agents failed always fails closed.
+//!
 //! When several tasks report the gate's metric, the *worst* value for the operator counts: the
 //! smallest for `gte`/`gt`, the largest for `lte`/`lt`, the farthest from the threshold for `eq`
 //! and the nearest for `ne`.
@@ -12,7 +19,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use qms_api::{GateResult, GateVerdict, MetricUnit, Operator, Override, QualityGateSpec};
+use qms_api::{
+    BaselineUse, BaselineValue, GateResult, GateVerdict, MetricUnit, OnMissing, Operator, Override,
+    QualityGateSpec,
+};
 
 use crate::{time, units};
 
@@ -32,7 +42,94 @@ pub struct GateContext<'a> {
     pub now: DateTime<Utc>,
     pub head_sha: &'a str,
     pub overrides: &'a [Override],
-    pub baselines: &'a BTreeMap<String, f64>,
+    /// The base branch's last value per gate (from the repository's `QualityBaseline`).
+    pub baselines: &'a BTreeMap<String, BaselineValue>,
+}
+
+/// `sha` cut to 7 characters for messages.
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// Human age: `3d4h`, `5h12m`, `7m`, `40s`.
+pub fn human_age(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if days > 0 {
+        format!("{days}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The base-branch value of gate `name` as `spec` may use it (in the gate's unit), with `max_age`
+/// deciding whether it is young enough (`used`). `None`: no value recorded.
+pub fn baseline_use(
+    name: &str,
+    spec: &QualityGateSpec,
+    max_age: Option<&qms_api::KubeDuration>,
+    tolerance: f64,
+    ctx: &GateContext<'_>,
+) -> Option<BaselineUse> {
+    let b = ctx.baselines.get(name)?;
+    let mut u = BaselineUse {
+        sha: b.sha.clone(),
+        value: b.value,
+        at: b.at.clone(),
+        tolerance,
+        used: false,
+        note: None,
+    };
+    let value = units::convert(b.value, b.unit, spec.unit).filter(|v| v.is_finite());
+    let Some(value) = value else {
+        u.note = Some(format!(
+            "baseline {} is in {}, which cannot be compared with {}: not used",
+            short_sha(&b.sha),
+            b.unit.map_or("no unit", units::name),
+            spec.unit.map_or("no unit", units::name)
+        ));
+        return Some(u);
+    };
+    u.value = value;
+    let Some(at) = time::parse(&b.at) else {
+        u.note = Some(format!(
+            "baseline {} has no readable time ({:?}): not used",
+            short_sha(&b.sha),
+            b.at
+        ));
+        return Some(u);
+    };
+    let age = ctx.now - at;
+    if let Some(max) = max_age {
+        let Ok(max_std) = max.to_std() else {
+            u.note = Some(format!("maxAge {max} is not a duration: baseline not used"));
+            return Some(u);
+        };
+        if age > chrono::Duration::from_std(max_std).unwrap_or(chrono::Duration::MAX) {
+            u.note = Some(format!(
+                "baseline {} is {} old, older than maxAge {max}: not used",
+                short_sha(&b.sha),
+                human_age(age)
+            ));
+            return Some(u);
+        }
+    }
+    u.used = true;
+    Some(u)
+}
+
+/// The ratchet's baseline for gate `name` (ratchet on), used or not.
+fn ratchet_baseline(
+    name: &str,
+    spec: &QualityGateSpec,
+    ctx: &GateContext<'_>,
+) -> Option<BaselineUse> {
+    let b = spec.baseline.as_ref().filter(|b| b.enabled)?;
+    baseline_use(name, spec, b.max_age.as_ref(), b.tolerance, ctx)
 }
 
 /// Evaluates gate `name` (`spec` = its QualityGate, `None` when it does not exist) on the values
@@ -93,7 +190,9 @@ pub fn effective_threshold(
         };
     }
     if let Some(b) = spec.baseline.as_ref().filter(|b| b.enabled)
-        && let Some(base) = ctx.baselines.get(name).copied().filter(|v| v.is_finite())
+        && let Some(base) = ratchet_baseline(name, spec, ctx)
+            .filter(|u| u.used)
+            .map(|u| u.value)
     {
         t = match operator.higher_is_better() {
             Some(true) => t.max(base - b.tolerance),
@@ -133,12 +232,16 @@ fn judge(
         verdict: GateVerdict::Error,
         blocking: true,
         message: String::new(),
+        baseline: None,
+        on_missing: None,
+        carried: false,
     };
     let Some(spec) = spec else {
         r.message = format!("QualityGate {name:?} does not exist");
         return r;
     };
     r.blocking = spec.blocking;
+    r.on_missing = Some(spec.on_missing);
     r.unit = spec.unit;
     r.operator = spec.operator;
     r.metric = spec.metric.clone().unwrap_or_default();
@@ -161,16 +264,19 @@ fn judge(
         }
     };
     r.threshold = Some(applied);
+    r.baseline = ratchet_baseline(name, spec, ctx);
+    let ratchet_note = ratchet_note(spec, r.baseline.as_ref());
     if reports.is_empty() {
-        r.message = if failed_tasks.is_empty() {
-            format!("metric {metric} was not reported by any agent of the step")
-        } else {
-            format!(
-                "metric {metric} was not reported by any successful agent (failed: {})",
-                failed_tasks.join(", ")
-            )
-        };
-        return r;
+        return missing(
+            r,
+            metric,
+            op,
+            applied,
+            spec,
+            failed_tasks,
+            ctx,
+            &ratchet_note,
+        );
     }
     let mut values = Vec::with_capacity(reports.len());
     for rep in reports {
@@ -198,15 +304,133 @@ fn judge(
         .map(|u| format!(" {}", units::name(u)))
         .unwrap_or_default();
     let relation = format!("{metric} = {value}{unit} {} {applied}", op.symbol());
+    conclude(
+        &mut r,
+        value,
+        op,
+        applied,
+        spec.blocking,
+        &relation,
+        &ratchet_note,
+    );
+    r
+}
+
+fn conclude(
+    r: &mut GateResult,
+    value: f64,
+    op: Operator,
+    applied: f64,
+    blocking: bool,
+    relation: &str,
+    note: &str,
+) {
     if compare(value, op, applied) {
         r.verdict = GateVerdict::Passed;
-        r.message = format!("{relation}: passed");
-    } else if spec.blocking {
+        r.message = format!("{relation}: passed{note}");
+    } else if blocking {
         r.verdict = GateVerdict::Failed;
-        r.message = format!("{relation}: failed");
+        r.message = format!("{relation}: failed{note}");
     } else {
         r.verdict = GateVerdict::Warning;
-        r.message = format!("{relation}: failed (advisory)");
+        r.message = format!("{relation}: failed (advisory){note}");
+    }
+}
+
+/// ` (baseline abc1234 = 80 from main, tolerance 1)` and the like, for a ratcheted gate.
+fn ratchet_note(spec: &QualityGateSpec, b: Option<&BaselineUse>) -> String {
+    if !spec.baseline.as_ref().is_some_and(|b| b.enabled) {
+        return String::new();
+    }
+    match b {
+        None => " (ratchet: no baseline recorded for the base branch yet)".to_owned(),
+        Some(u) if u.used => format!(
+            " (ratchet: baseline {} = {}, tolerance {})",
+            short_sha(&u.sha),
+            u.value,
+            u.tolerance
+        ),
+        Some(u) => format!(
+            " (ratchet: {})",
+            u.note.as_deref().unwrap_or("baseline not used")
+        ),
+    }
+}
+
+/// No successful agent reported the metric: the gate's `onMissing` decides, failing closed
+/// whenever an agent of the step failed or there is nothing (young enough) to carry.
+#[allow(clippy::too_many_arguments)]
+fn missing(
+    mut r: GateResult,
+    metric: &str,
+    op: Operator,
+    applied: f64,
+    spec: &QualityGateSpec,
+    failed_tasks: &[String],
+    ctx: &GateContext<'_>,
+    ratchet_note: &str,
+) -> GateResult {
+    let policy = spec.on_missing;
+    if !failed_tasks.is_empty() {
+        r.message = format!(
+            "metric {metric} was not reported by any successful agent (failed: {});              onMissing: {} does not apply when agents fail",
+            failed_tasks.join(", "),
+            policy.as_str()
+        );
+        return r;
+    }
+    let not_reported = format!("metric {metric} was not reported by any agent of the step");
+    match policy {
+        OnMissing::Fail => {
+            r.message = format!("{not_reported} (onMissing: fail)");
+        }
+        OnMissing::Neutral => {
+            r.verdict = GateVerdict::Warning;
+            r.message = format!("{not_reported}: advisory result, not a pass (onMissing: neutral)");
+        }
+        OnMissing::CarryForward => {
+            let max_age = spec.carry_forward.as_ref().map(|c| &c.max_age);
+            let carried = baseline_use(&r.name, spec, max_age, 0.0, ctx);
+            match carried {
+                Some(u) if u.used && max_age.is_some() => {
+                    let age = time::parse(&u.at)
+                        .map(|at| human_age(ctx.now - at))
+                        .unwrap_or_default();
+                    let value = u.value;
+                    let relation = format!(
+                        "{metric} = {value} carried forward from the base branch ({}, {age} old) {} {applied} (onMissing: carryForward)",
+                        short_sha(&u.sha),
+                        op.symbol()
+                    );
+                    r.value = Some(value);
+                    r.carried = true;
+                    conclude(
+                        &mut r,
+                        value,
+                        op,
+                        applied,
+                        spec.blocking,
+                        &relation,
+                        ratchet_note,
+                    );
+                    r.baseline = Some(u);
+                }
+                Some(u) => {
+                    r.message = format!(
+                        "{not_reported}; nothing to carry forward: {} (onMissing: carryForward)",
+                        u.note
+                            .as_deref()
+                            .unwrap_or("carryForward.maxAge is not set")
+                    );
+                    r.baseline = Some(u);
+                }
+                None => {
+                    r.message = format!(
+                        "{not_reported}; the base branch has no value to carry forward (onMissing: carryForward)"
+                    );
+                }
+            }
+        }
     }
     r
 }

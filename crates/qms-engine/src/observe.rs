@@ -26,8 +26,9 @@ pub struct Observed<'a> {
     /// This workflow's place in the slot queue, when it waits (or would wait) for a slot; shown in
     /// the `Queued` condition. `None`: not known (the message then names no place).
     pub queue_place: Option<crate::slots::QueuePlace>,
-    /// Baseline value per gate name for the workflow's repository and base branch (§4.2 ratchet).
-    pub baselines: &'a BTreeMap<String, f64>,
+    /// The base branch's last value per gate name (the `QualityBaseline` of the workflow's
+    /// repository and base branch; §4.2 ratchet and `onMissing: carryForward`).
+    pub baselines: &'a BTreeMap<String, qms_api::BaselineValue>,
     pub config: &'a EngineConfig,
 }
 

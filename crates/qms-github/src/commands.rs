@@ -18,7 +18,7 @@ pub const MAX_OVERRIDE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_REASON_CHARS: usize = 1000;
 
 pub const USAGE: &str = "Commands: `/qms approve [reason]`, `/qms reject <reason>`, \
-`/qms retry [step]`, `/qms override <gate> <reason> [--expires 24h]`, `/qms ok-to-test`.";
+`/qms retry [step]`, `/qms override <gate> <reason> [--expires 24h]`, `/qms explain <gate>`, `/qms ok-to-test`.";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -37,6 +37,10 @@ pub enum Command {
         ttl: Duration,
     },
     OkToTest,
+    /// Reply with how gate `gate` was decided for the current head SHA (read-only).
+    Explain {
+        gate: String,
+    },
 }
 
 impl Command {
@@ -47,6 +51,7 @@ impl Command {
             Command::Retry { .. } => "retry",
             Command::Override { .. } => "override",
             Command::OkToTest => "ok-to-test",
+            Command::Explain { .. } => "explain",
         }
     }
 }
@@ -127,6 +132,23 @@ fn parse_line(rest: &str) -> Result<Command, CommandError> {
         }
         "override" => parse_override(args),
         "ok-to-test" | "ok_to_test" => Ok(Command::OkToTest),
+        "explain" => {
+            let Some(gate) = args.split_whitespace().next() else {
+                return Err(CommandError::Missing {
+                    verb: "explain",
+                    what: "a gate",
+                });
+            };
+            if !is_dns_label(gate) && !is_dns_subdomain(gate) {
+                return Err(CommandError::Invalid {
+                    verb: "explain",
+                    message: format!("{:?} is not a gate name", clip(gate, 64)),
+                });
+            }
+            Ok(Command::Explain {
+                gate: gate.to_owned(),
+            })
+        }
         "" => Err(CommandError::Unknown(String::new())),
         other => Err(CommandError::Unknown(clip(other, 40))),
     }
@@ -234,6 +256,26 @@ mod tests {
             })
         );
         assert_eq!(one("/qms retry"), Ok(Command::Retry { step: None }));
+        assert_eq!(
+            one("/qms explain code-coverage"),
+            Ok(Command::Explain {
+                gate: "code-coverage".into()
+            })
+        );
+        assert!(matches!(
+            one("/qms explain"),
+            Err(CommandError::Missing {
+                verb: "explain",
+                ..
+            })
+        ));
+        assert!(matches!(
+            one("/qms explain Bad_Gate!"),
+            Err(CommandError::Invalid {
+                verb: "explain",
+                ..
+            })
+        ));
         assert_eq!(
             one("/qms retry dod-validation"),
             Ok(Command::Retry {

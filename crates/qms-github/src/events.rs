@@ -52,6 +52,9 @@ pub struct PullRequest {
     pub user: User,
     #[serde(default)]
     pub html_url: String,
+    /// Set on `closed`: whether the pull request was merged (its head is now on the base branch).
+    #[serde(default)]
+    pub merged: bool,
 }
 
 impl PullRequest {

@@ -47,6 +47,20 @@ pub enum Change {
     /// Cancel: delete the workflow (the operator's finalizer deletes its Jobs, ours completes its
     /// check runs as `cancelled`).
     Delete,
+    /// The pull request was merged: merge these values into the base branch's `QualityBaseline`
+    /// (idempotent), then delete the workflow as for [`Change::Delete`].
+    Merged(Box<BaselineUpdate>),
+}
+
+/// Values a merged pull request makes the baseline of `repository@branch`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaselineUpdate {
+    pub repository: String,
+    pub branch: String,
+    pub sha: String,
+    pub pull_request: u64,
+    pub at: String,
+    pub values: Vec<qms_api::BaselineValue>,
 }
 
 #[derive(Clone, Debug)]
@@ -179,6 +193,7 @@ fn pull_request(e: &PullRequestEvent, f: &Facts<'_>) -> Outcome {
         "closed" => {
             return match f.workflow {
                 Some(wf) if being_deleted(wf) => Outcome::Ignore("already being cancelled".into()),
+                Some(wf) if pr.merged => merged(e, wf, f),
                 Some(_) => Outcome::Apply {
                     change: Change::Delete,
                     reply: None,
@@ -217,6 +232,43 @@ fn pull_request(e: &PullRequestEvent, f: &Facts<'_>) -> Outcome {
         approved_by,
         f,
     )
+}
+
+/// A merged pull request: its last COMPLETED values for the merged head SHA become the baseline
+/// of its base branch; a review that did not complete for that commit changes nothing.
+fn merged(e: &PullRequestEvent, wf: &QmsWorkflow, f: &Facts<'_>) -> Outcome {
+    let pr = &e.pull_request;
+    let at = rfc3339(f.now);
+    match qms_api::baseline::values_from_merged(wf, &pr.head.sha, &at) {
+        Ok(values) if !values.is_empty() => Outcome::Apply {
+            note: format!(
+                "pull request merged: {} gate values of {} become the baseline of {}@{}",
+                values.len(),
+                short(&pr.head.sha),
+                e.repository.full_name,
+                pr.base.ref_
+            ),
+            change: Change::Merged(Box::new(BaselineUpdate {
+                repository: e.repository.full_name.clone(),
+                branch: pr.base.ref_.clone(),
+                sha: pr.head.sha.clone(),
+                pull_request: e.number,
+                at,
+                values,
+            })),
+            reply: None,
+        },
+        Ok(_) => Outcome::Apply {
+            change: Change::Delete,
+            reply: None,
+            note: "pull request merged: no gate values to record; review removed".into(),
+        },
+        Err(why) => Outcome::Apply {
+            change: Change::Delete,
+            reply: None,
+            note: format!("pull request merged: {why}; review removed"),
+        },
+    }
 }
 
 fn update_head(wf: &QmsWorkflow, pr: &PullRequest) -> Outcome {
@@ -335,6 +387,9 @@ fn issue_comment(e: &IssueCommentEvent, f: &Facts<'_>) -> Outcome {
     for (i, cmd) in parsed.iter().enumerate() {
         match cmd {
             Err(err) => replies.push(err.to_string()),
+            Ok(Command::Explain { gate }) => {
+                replies.push(crate::explain::reply(gate, wf, f.template, f.now));
+            }
             Ok(cmd) => {
                 if let Err(msg) = apply_command(cmd, i, login, wf, &mut spec, f) {
                     replies.push(msg);
@@ -431,7 +486,8 @@ fn apply_command(
         Command::Reject { reason } => {
             decide_step(Decision::Reject, reason, login, wf, spec, f, None)
         }
-        Command::OkToTest => Ok(()), // the review already runs
+        Command::OkToTest => Ok(()),       // the review already runs
+        Command::Explain { .. } => Ok(()), // answered by `issue_comment`, changes nothing
         Command::Retry { step } => {
             if let Some(step) = step
                 && let Some(t) = f.template

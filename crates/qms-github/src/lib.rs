@@ -25,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod dedup;
 pub mod events;
+pub mod explain;
 pub mod intent;
 pub mod naming;
 pub mod secret;

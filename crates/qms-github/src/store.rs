@@ -6,10 +6,10 @@
 //! fail with a conflict instead of overwriting, and the server decides again on the new object.
 
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use qms_api::{CheckRunRef, QmsWorkflow, WorkflowTemplate};
+use qms_api::{CheckRunRef, QmsWorkflow, QualityBaseline, QualityBaselineSpec, WorkflowTemplate};
 use serde_json::{Value, json};
 
-use crate::intent::Change;
+use crate::intent::{BaselineUpdate, Change};
 use crate::naming::{self, DeliveryKey};
 
 /// Field manager of everything qms-github writes (the operator writes status as `qms-operator`).
@@ -34,13 +34,15 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 pub struct WorkflowStore {
     workflows: Api<QmsWorkflow>,
     templates: Api<WorkflowTemplate>,
+    baselines: Api<QualityBaseline>,
 }
 
 impl WorkflowStore {
     pub fn new(client: kube::Client, namespace: &str) -> Self {
         Self {
             workflows: Api::namespaced(client.clone(), namespace),
-            templates: Api::namespaced(client, namespace),
+            templates: Api::namespaced(client.clone(), namespace),
+            baselines: Api::namespaced(client, namespace),
         }
     }
 
@@ -122,19 +124,87 @@ impl WorkflowStore {
                     Err(e) => Err(e.into()),
                 }
             }
-            Change::Delete => {
-                let Some(cur) = current else { return Ok(()) };
-                let name = cur.metadata.name.as_deref().unwrap_or_default();
-                match self
-                    .workflows
-                    .delete(name, &DeleteParams::background())
-                    .await
-                {
+            Change::Merged(update) => {
+                self.record_baseline(update).await?;
+                self.delete(current).await
+            }
+            Change::Delete => self.delete(current).await,
+        }
+    }
+
+    /// Merges `update` into the `QualityBaseline` of its repository and branch (created when
+    /// missing). Read-modify-write guarded by the resourceVersion; nothing is written when the
+    /// values are already there, so a redelivery changes nothing.
+    pub async fn record_baseline(&self, update: &BaselineUpdate) -> Result<(), StoreError> {
+        let name = qms_api::baseline_name(&update.repository, &update.branch);
+        match self.baselines.get_opt(&name).await? {
+            None => {
+                let mut spec = QualityBaselineSpec {
+                    repository: update.repository.clone(),
+                    branch: update.branch.clone(),
+                    ..Default::default()
+                };
+                spec.merge(
+                    &update.values,
+                    &update.sha,
+                    Some(update.pull_request),
+                    &update.at,
+                );
+                let mut obj = QualityBaseline::new(&name, spec);
+                obj.metadata.labels = Some(
+                    [(
+                        naming::LABEL_REPOSITORY.to_owned(),
+                        naming::repository_hash(&update.repository),
+                    )]
+                    .into(),
+                );
+                match self.baselines.create(&PostParams::default(), &obj).await {
                     Ok(_) => Ok(()),
-                    Err(e) if is_status(&e, 404) => Ok(()),
+                    Err(e) if is_status(&e, 409) => Err(StoreError::Conflict),
                     Err(e) => Err(e.into()),
                 }
             }
+            Some(mut obj) => {
+                if !obj.spec.repository.eq_ignore_ascii_case(&update.repository)
+                    || obj.spec.branch != update.branch
+                {
+                    return Err(StoreError::Patch(format!(
+                        "QualityBaseline {name} belongs to {}@{}, not {}@{}",
+                        obj.spec.repository, obj.spec.branch, update.repository, update.branch
+                    )));
+                }
+                if !obj.spec.merge(
+                    &update.values,
+                    &update.sha,
+                    Some(update.pull_request),
+                    &update.at,
+                ) {
+                    return Ok(());
+                }
+                match self
+                    .baselines
+                    .replace(&name, &PostParams::default(), &obj)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_status(&e, 409) || is_status(&e, 404) => Err(StoreError::Conflict),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, current: Option<&QmsWorkflow>) -> Result<(), StoreError> {
+        let Some(cur) = current else { return Ok(()) };
+        let name = cur.metadata.name.as_deref().unwrap_or_default();
+        match self
+            .workflows
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -164,6 +164,134 @@ fn closed_deletes_and_no_template_is_explained() {
     );
 }
 
+fn closed(merged: bool, sha: &str) -> Event {
+    let mut v = fixture("pull_request.closed.json");
+    v["pull_request"]["merged"] = merged.into();
+    v["pull_request"]["head"]["sha"] = sha.into();
+    event("pull_request", &v)
+}
+
+#[test]
+fn only_a_merged_pull_request_with_a_completed_review_of_its_head_records_a_baseline() {
+    let t = template();
+    let k = key();
+    let mut wf = workflow(SHA1);
+    wf.status = Some(progress(1, SHA1, 5));
+    // Completed and approved, but closed without merging: deleted, no baseline.
+    assert!(matches!(
+        decide(&closed(false, SHA1), &facts(&k, Some(&wf), Some(&t), None)),
+        Outcome::Apply {
+            change: Change::Delete,
+            ..
+        }
+    ));
+    // Merged: that run's values, for the merged head SHA, become the baseline of main.
+    let Outcome::Apply {
+        change: Change::Merged(update),
+        note,
+        ..
+    } = decide(&closed(true, SHA1), &facts(&k, Some(&wf), Some(&t), None))
+    else {
+        panic!("expected a baseline update")
+    };
+    assert!(note.contains("baseline"), "{note}");
+    assert_eq!(
+        (
+            update.repository.as_str(),
+            update.branch.as_str(),
+            update.sha.as_str(),
+            update.pull_request
+        ),
+        (REPO, "main", SHA1, PR)
+    );
+    let cov = update
+        .values
+        .iter()
+        .find(|v| v.gate == "code-coverage")
+        .unwrap();
+    assert_eq!((cov.value, cov.sha.as_str()), (85.2, SHA1));
+    assert_eq!(update.values.len(), 6);
+    // A carried value is not a measurement of the merged commit: never recorded again.
+    let mut carried = wf.clone();
+    carried.status.as_mut().unwrap().steps[1].gates[0].carried = true;
+    let Outcome::Apply {
+        change: Change::Merged(update),
+        ..
+    } = decide(
+        &closed(true, SHA1),
+        &facts(&k, Some(&carried), Some(&t), None),
+    )
+    else {
+        panic!("expected a baseline update")
+    };
+    assert!(update.values.iter().all(|v| v.gate != "code-coverage"));
+    // Merged while waiting for approval, or merged at another commit than the one completed:
+    // deleted, baseline unchanged, saying why.
+    let mut waiting = workflow(SHA1);
+    waiting.status = Some(progress(1, SHA1, 4));
+    for (wf, sha, why) in [
+        (&waiting, SHA1, "not COMPLETED"),
+        (&wf, SHA2, "not for the merged head"),
+    ] {
+        match decide(&closed(true, sha), &facts(&k, Some(wf), Some(&t), None)) {
+            Outcome::Apply {
+                change: Change::Delete,
+                note,
+                ..
+            } => assert!(note.contains(why), "{note}"),
+            other => panic!("expected a plain delete, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn explain_replies_with_the_gate_decision_for_the_current_head() {
+    let t = template();
+    let k = key();
+    let mut wf = workflow(SHA1);
+    wf.status = Some(progress(1, SHA1, 4));
+    {
+        let g = &mut wf.status.as_mut().unwrap().steps[1].gates[0];
+        g.on_missing = Some(qms_api::OnMissing::CarryForward);
+        g.baseline = Some(qms_api::BaselineUse {
+            sha: SHA2.into(),
+            value: 84.0,
+            at: "2025-08-15T05:10:00Z".into(),
+            tolerance: 0.5,
+            used: true,
+            note: None,
+        });
+    }
+    let ask = |body: &str, wf: &qms_api::QmsWorkflow| {
+        let mut v = fixture("issue_comment.created.json");
+        v["comment"]["body"] = body.into();
+        reply_of(decide(
+            &event("issue_comment", &v),
+            &facts(&k, Some(wf), Some(&t), Some(true)),
+        ))
+    };
+    let reply = ask("/qms explain code-coverage", &wf);
+    for needle in [
+        "**QMS gate `code-coverage`** for head `3f7c2a9` (step `progress-reviews`)",
+        "Verdict: **Passed** (blocking)",
+        "`test_coverage` = 85.2",
+        "Rule: >= 80",
+        "Baseline: `9a8b7c6` = 84, 2d1h old, tolerance 0.5 (used)",
+        "Missing-metric policy: `carryForward`",
+    ] {
+        assert!(reply.contains(needle), "{needle:?} in\n{reply}");
+    }
+    // Not a gate of the template: it decides nothing (never reported as passed).
+    let reply = ask("/qms explain no-such-gate", &wf);
+    assert!(reply.contains("decides nothing"), "{reply}");
+    // The head moved and the new run has not started: not evaluated yet.
+    let mut moved = wf.clone();
+    moved.spec.head_sha = SHA2.into();
+    assert!(ask("/qms explain code-coverage", &moved).contains("not evaluated yet"));
+    // Missing gate argument: explained.
+    assert!(ask("/qms explain", &wf).contains("needs a gate"));
+}
+
 #[test]
 fn template_selection_prefers_the_most_specific_match_then_default() {
     let mut exact = template();

@@ -26,7 +26,7 @@ pub enum LogFormat {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Print the four CustomResourceDefinitions as a YAML stream, or write one file per kind.
+    /// Print the CustomResourceDefinitions as a YAML stream, or write one file per kind.
     Crds {
         /// Write `<plural>.yaml` files into this directory instead of printing.
         #[arg(long)]

@@ -115,10 +115,6 @@ pub struct Shared {
     /// Workflow uid → the resourceVersion we based our last status write on: seeing it again in the
     /// cache means the cache is behind our own write.
     pub stale_versions: Mutex<HashMap<String, String>>,
-    /// Baselines of completed runs not yet in their QualityGate's status, by (namespace, gate):
-    /// recorded by the workflow controller, written by the QualityGate controller (the one writer
-    /// of QualityGate status).
-    pub pending_baselines: Mutex<HashMap<(String, String), Vec<qms_api::gate::BaselineValue>>>,
     /// Consecutive failures per object key (for the error backoff).
     pub failures: Mutex<HashMap<String, u32>>,
     /// Signals cache readiness changes (see [`Shared::wait_ready`]).

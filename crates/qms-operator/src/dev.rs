@@ -91,6 +91,9 @@ pub async fn apply_yaml(
             "QualityGate" => apply_one::<QualityGate>(client, namespace, doc).await?,
             "WorkflowTemplate" => apply_one::<WorkflowTemplate>(client, namespace, doc).await?,
             "QmsWorkflow" => apply_one::<QmsWorkflow>(client, namespace, doc).await?,
+            "QualityBaseline" => {
+                apply_one::<qms_api::QualityBaseline>(client, namespace, doc).await?
+            }
             other => anyhow::bail!("{name}: unsupported kind {other:?}"),
         }
         applied.push((kind, name));

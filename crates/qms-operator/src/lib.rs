@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod act;
+pub mod baselines;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -312,7 +313,6 @@ fn new_shared(
         admitted: Default::default(),
         expected_jobs: Default::default(),
         stale_versions: Default::default(),
-        pending_baselines: Default::default(),
         failures: Default::default(),
         ready_tx: tokio::sync::watch::channel(false).0,
         github: github.clone(),

@@ -401,23 +401,6 @@ pub fn gates_in(namespace: &str, gates: &[Arc<QualityGate>]) -> BTreeMap<String,
         .collect()
 }
 
-/// Baseline per gate for the workflow's repository and base branch (gates with the ratchet on).
-pub fn baselines(workflow: &QmsWorkflow, gates: &[Arc<QualityGate>]) -> BTreeMap<String, f64> {
-    let ns = workflow.namespace();
-    gates
-        .iter()
-        .filter(|g| g.namespace() == ns)
-        .filter(|g| g.spec.baseline.as_ref().is_some_and(|b| b.enabled))
-        .filter_map(|g| {
-            let status = g.status.as_ref()?;
-            let b = status.baselines.iter().find(|b| {
-                b.repository == workflow.spec.repository && b.branch == workflow.spec.base_ref
-            })?;
-            Some((g.name_any(), b.value))
-        })
-        .collect()
-}
-
 pub fn state_of(workflow: &QmsWorkflow) -> WorkflowState {
     workflow
         .status

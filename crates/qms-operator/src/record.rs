@@ -5,13 +5,11 @@
 
 use chrono::Utc;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use qms_api::gate::BaselineValue;
-use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus, QualityGate, WorkflowState};
+use qms_api::{GateVerdict, QmsWorkflow, QmsWorkflowStatus};
 use qms_engine::EngineEvent;
 
-use crate::context::{Shared, lock};
+use crate::context::Shared;
 use crate::metrics::{ActionKind, ActionOutcome, GateLabels, WorkflowLabels};
 use crate::status::Written;
 
@@ -24,8 +22,8 @@ pub fn workflow_key(wf: &QmsWorkflow) -> String {
     )
 }
 
-/// The record stage of a workflow reconcile: metrics of a written transition, the baselines of a
-/// run that just completed, then the engine's events (against the decided status, so they carry
+/// The record stage of a workflow reconcile: metrics of a written transition, then the engine's
+/// events (baselines are recorded from merged pull requests by qms-github, not here) (against the decided status, so they carry
 /// its correlation id).
 pub async fn workflow(
     shared: &Shared,
@@ -36,9 +34,6 @@ pub async fn workflow(
 ) {
     if let Some(w) = written {
         record_transition(shared, wf, &w.before, &w.after);
-        if decided.state == WorkflowState::Completed && w.before.state != WorkflowState::Completed {
-            record_baselines(shared, wf, decided);
-        }
     }
     let mut status_wf = wf.clone();
     status_wf.status = Some(decided.clone());
@@ -199,43 +194,6 @@ fn verdict_label(v: GateVerdict) -> &'static str {
         GateVerdict::Warning => "warning",
         GateVerdict::Overridden => "overridden",
         GateVerdict::Error => "error",
-    }
-}
-
-/// After a run COMPLETED: the values of its gates become pending baselines for the workflow's
-/// repository and base branch (spec §4.2 "historical analysis"), handed to the QualityGate
-/// controller, which keeps those of gates with the baseline ratchet on and writes them (the one
-/// writer of QualityGate status).
-pub fn record_baselines(shared: &Shared, wf: &QmsWorkflow, status: &QmsWorkflowStatus) {
-    let ns = wf.namespace().unwrap_or_default();
-    let Some(scope) = shared.scope_for(&ns) else {
-        return;
-    };
-    let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    for step in &status.steps {
-        for result in &step.gates {
-            let Some(value) = result.value else { continue };
-            let gate = ObjectRef::<QualityGate>::new(&result.name).within(&ns);
-            let ratchet = scope
-                .stores
-                .gates
-                .get(&gate)
-                .is_some_and(|g| g.spec.baseline.as_ref().is_some_and(|b| b.enabled));
-            if !ratchet {
-                continue;
-            }
-            lock(&shared.pending_baselines)
-                .entry((ns.clone(), result.name.clone()))
-                .or_default()
-                .push(BaselineValue {
-                    repository: wf.spec.repository.clone(),
-                    branch: wf.spec.base_ref.clone(),
-                    value,
-                    sha: wf.spec.head_sha.clone(),
-                    at: at.clone(),
-                });
-            let _ = scope.triggers.gates.unbounded_send(gate);
-        }
     }
 }
 

@@ -587,19 +587,37 @@ fn run_refuses_unknown_config_keys() {
     assert!(stderr.contains("max_concurent_workflows"), "{stderr}");
 }
 
-/// Baseline ratchet: a COMPLETED run records its value as the gate's baseline for the repository
-/// and base branch; a later run that regresses beyond the tolerance fails the gate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn completed_runs_set_the_baseline_and_regressions_fail() {
-    let env = Env::start().await;
-    let script = format!(
-        "if [ \"$QMS_HEAD_SHA\" = \"1111111\" ]; then {}; else {}; fi",
-        result("success", r#""coverage":85"#, 0),
-        result("success", r#""coverage":80"#, 0)
+/// A `QualityBaseline` for creo/app@main as a merged pull request leaves it: `values` are
+/// `(gate, value, sha, hours_old)`.
+fn quality_baseline(values: &[(&str, f64, &str, i64)]) -> String {
+    let mut out = format!(
+        "apiVersion: qms.creo.dev/v1\nkind: QualityBaseline\nmetadata:\n  name: {}\nspec:\n  repository: creo/app\n  branch: main\n  values:\n",
+        qms_api::baseline_name("creo/app", "main")
     );
-    env.apply(&agent("cov", 5, &script)).await;
+    for (gate, value, sha, hours) in values {
+        let at = (chrono::Utc::now() - chrono::Duration::hours(*hours))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        out.push_str(&format!(
+            "  - {{gate: {gate}, metric: coverage, value: {value}, unit: count, sha: \"{sha}\", at: \"{at}\"}}\n"
+        ));
+    }
+    out
+}
+
+fn gate_of(wf: &qms_api::QmsWorkflow) -> qms_api::GateResult {
+    wf.status.as_ref().unwrap().step("check").unwrap().gates[0].clone()
+}
+
+/// Baseline ratchet: a COMPLETED run alone never sets the baseline (only a merge does, through
+/// the `QualityBaseline`); a baseline raises the bar and is named in the result; one older than
+/// `baseline.maxAge` is not used, and the result says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ratchet_uses_only_the_quality_baseline_and_respects_max_age() {
+    let env = Env::start().await;
+    env.apply(&agent("cov", 5, &result("success", r#""coverage":80"#, 0)))
+        .await;
     env.apply(&format!(
-        "{}  baseline: {{enabled: true, tolerance: 1}}\n",
+        "{}  baseline: {{enabled: true, tolerance: 1, maxAge: 24h}}\n",
         gate("ratchet", "coverage", "gte", 50.0, true)
     ))
     .await;
@@ -607,35 +625,185 @@ async fn completed_runs_set_the_baseline_and_regressions_fail() {
         .await;
     let op = env.operator(env.settings()).await;
     env.apply(&workflow("first", "t", "1111111")).await;
-    env.wait_state("first", WorkflowState::Completed).await;
-
-    let gates: kube::Api<qms_api::QualityGate> =
+    let wf = env.wait_state("first", WorkflowState::Completed).await;
+    assert!(
+        gate_of(&wf).message.contains("no baseline recorded"),
+        "{}",
+        gate_of(&wf).message
+    );
+    let baselines: kube::Api<qms_api::QualityBaseline> =
         kube::Api::namespaced(env.client.clone(), "default");
-    let start = tokio::time::Instant::now();
-    loop {
-        let g = gates.get("ratchet").await.unwrap();
-        let b = g.status.unwrap_or_default().baselines;
-        if let Some(b) = b
-            .iter()
-            .find(|b| b.repository == "creo/app" && b.branch == "main")
-        {
-            assert_eq!((b.value, b.sha.as_str()), (85.0, "1111111"));
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "no baseline recorded");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let name = qms_api::baseline_name("creo/app", "main");
+    assert!(
+        baselines.get_opt(&name).await.unwrap().is_none(),
+        "a completed (unmerged) run set the baseline"
+    );
 
+    env.apply(&quality_baseline(&[("ratchet", 85.0, "abcdef0123", 1)]))
+        .await;
     env.apply(&workflow("second", "t", "2222222")).await;
     let wf = env.wait_state("second", WorkflowState::DorFailed).await;
-    let g = wf.status.unwrap().step("check").unwrap().gates[0].clone();
+    let g = gate_of(&wf);
     assert_eq!(
-        (g.verdict, g.value),
-        (GateVerdict::Failed, Some(80.0)),
+        (g.verdict, g.value, g.threshold),
+        (GateVerdict::Failed, Some(80.0), Some(84.0)),
         "{}",
         g.message
     );
+    assert!(
+        g.message.contains("baseline abcdef0 = 85, tolerance 1"),
+        "{}",
+        g.message
+    );
+
+    env.apply(&quality_baseline(&[("ratchet", 85.0, "abcdef0123", 48)]))
+        .await;
+    env.apply(&workflow("third", "t", "3333333")).await;
+    let wf = env.wait_state("third", WorkflowState::Completed).await;
+    let g = gate_of(&wf);
+    assert_eq!(
+        (g.verdict, g.threshold),
+        (GateVerdict::Passed, Some(50.0)),
+        "{}",
+        g.message
+    );
+    assert!(
+        g.message.contains("older than maxAge 24h: not used"),
+        "{}",
+        g.message
+    );
+    assert!(!g.baseline.unwrap().used);
     op.stop().await;
+}
+
+/// A missing metric under each `onMissing` policy: `fail` fails closed, `neutral` is an advisory
+/// `Warning` (never `Passed`), `carryForward` uses a young base-branch value named as carried and
+/// fails closed when the value is older than its maximum age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_metrics_follow_the_gate_policy_and_never_silently_pass() {
+    let env = Env::start().await;
+    env.apply(&agent("silent", 5, &result("success", r#""other":1"#, 0)))
+        .await;
+    let base = gate("PLACEHOLDER", "coverage", "gte", 50.0, true);
+    let with = |name: &str, extra: &str| format!("{}{extra}", base.replace("PLACEHOLDER", name));
+    env.apply(&with("must", "")).await;
+    env.apply(&with("advisory", "  onMissing: neutral\n")).await;
+    env.apply(&with(
+        "carried",
+        "  onMissing: carryForward\n  carryForward: {maxAge: 24h}\n",
+    ))
+    .await;
+    env.apply(&with(
+        "stale",
+        "  onMissing: carryForward\n  carryForward: {maxAge: 24h}\n",
+    ))
+    .await;
+    env.apply(&quality_baseline(&[
+        ("carried", 90.0, "cafe0123", 2),
+        ("stale", 90.0, "cafe0123", 30),
+    ]))
+    .await;
+    for g in ["must", "advisory", "carried", "stale"] {
+        env.apply(&template_one_step(&format!("t-{g}"), "silent", &[g], ""))
+            .await;
+    }
+    let op = env.operator(env.settings()).await;
+    for (i, g) in ["must", "advisory", "carried", "stale"].iter().enumerate() {
+        env.apply(&workflow(
+            &format!("wf-{g}"),
+            &format!("t-{g}"),
+            &format!("{i}aaaaaa"),
+        ))
+        .await;
+    }
+    let wf = env.wait_state("wf-must", WorkflowState::DorFailed).await;
+    let g = gate_of(&wf);
+    assert_eq!(g.verdict, GateVerdict::Error, "{}", g.message);
+    assert!(g.message.contains("onMissing: fail"), "{}", g.message);
+
+    let wf = env
+        .wait_state("wf-advisory", WorkflowState::Completed)
+        .await;
+    let g = gate_of(&wf);
+    assert_eq!(
+        (g.verdict, g.value),
+        (GateVerdict::Warning, None),
+        "{}",
+        g.message
+    );
+    assert!(g.message.contains("onMissing: neutral"), "{}", g.message);
+
+    let wf = env.wait_state("wf-carried", WorkflowState::Completed).await;
+    let g = gate_of(&wf);
+    assert_eq!(
+        (g.verdict, g.value, g.carried),
+        (GateVerdict::Passed, Some(90.0), true),
+        "{}",
+        g.message
+    );
+    assert!(
+        g.message
+            .contains("carried forward from the base branch (cafe012"),
+        "{}",
+        g.message
+    );
+
+    let wf = env.wait_state("wf-stale", WorkflowState::DorFailed).await;
+    let g = gate_of(&wf);
+    assert_eq!(
+        (g.verdict, g.carried),
+        (GateVerdict::Error, false),
+        "{}",
+        g.message
+    );
+    assert!(g.message.contains("older than maxAge 24h"), "{}", g.message);
+    op.stop().await;
+}
+
+/// The QualityGate CRD (API server validation, no client-side typing) refuses bad
+/// missing-metric and baseline combinations, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_baseline_and_on_missing_combinations_are_refused() {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    let env = Env::start().await;
+    let ar = ApiResource::erase::<qms_api::QualityGate>(&());
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(env.client.clone(), "default", &ar);
+    let create = |yaml: String| {
+        let api = api.clone();
+        async move {
+            let obj: DynamicObject = serde_saphyr::from_str(&yaml).expect("yaml");
+            api.create(&PostParams::default(), &obj).await
+        }
+    };
+    let base = gate("bad", "coverage", "gte", 50.0, true);
+    let eq = gate("bad", "coverage", "eq", 0.0, true);
+    for (yaml, field) in [
+        (
+            format!("{base}  onMissing: carryForward\n"),
+            "carryForward.maxAge",
+        ),
+        (
+            format!("{base}  carryForward: {{maxAge: 1h}}\n"),
+            "onMissing: carryForward",
+        ),
+        (format!("{base}  onMissing: sometimes\n"), "onMissing"),
+        (
+            format!("{base}  baseline: {{maxAge: 1h}}\n"),
+            "baseline.maxAge",
+        ),
+        (
+            format!("{eq}  baseline: {{enabled: true}}\n"),
+            "baseline.enabled",
+        ),
+    ] {
+        let err = create(yaml.clone()).await.expect_err(&yaml);
+        assert!(err.to_string().contains(field), "{yaml}: {err}");
+    }
+    // The good combinations are accepted.
+    create(format!("{base}  onMissing: carryForward\n  carryForward: {{maxAge: 1h}}\n  baseline: {{enabled: true, maxAge: 2h}}\n"))
+        .await
+        .expect("valid gate");
 }
 
 /// `--namespace` limits the operator to those namespaces (one cache set per namespace).

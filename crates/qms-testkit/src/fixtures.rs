@@ -206,6 +206,8 @@ pub fn gate(
         escalation: None,
         baseline: None,
         gradual: None,
+        on_missing: qms_api::OnMissing::Fail,
+        carry_forward: None,
     }
 }
 

@@ -114,6 +114,7 @@ async fn helm_installs_the_chart_and_kubectl_applies_the_examples() {
         "qualitygates",
         "agents",
         "qmsworkflows",
+        "qualitybaselines",
     ] {
         assert!(crds.contains(&format!("{plural}.qms.creo.dev")), "{crds}");
     }

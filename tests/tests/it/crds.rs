@@ -80,8 +80,11 @@ fn every_crd_is_namespaced_with_status_category_and_short_name() {
         assert!(spec["names"]["shortNames"][0].is_string(), "{file}");
         let version = &spec["versions"][0];
         assert_eq!(version["name"], "v1");
-        assert!(
+        // A QualityBaseline is a record (written whole by qms-github when a PR merges), not an
+        // object a controller reconciles: it has no status.
+        assert_eq!(
             version["subresources"]["status"].is_object(),
+            file != "qualitybaselines.yaml",
             "{file}: status subresource"
         );
         let columns = version["additionalPrinterColumns"]

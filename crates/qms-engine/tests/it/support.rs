@@ -46,7 +46,7 @@ pub struct World {
     pub gates: BTreeMap<String, QualityGateSpec>,
     pub agents: BTreeMap<String, AgentView>,
     pub jobs: BTreeMap<String, JobObservation>,
-    pub baselines: BTreeMap<String, f64>,
+    pub baselines: BTreeMap<String, qms_api::BaselineValue>,
     pub config: EngineConfig,
     pub now: DateTime<Utc>,
     pub slot_available: bool,

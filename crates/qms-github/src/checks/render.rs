@@ -581,6 +581,39 @@ fn gate_table(out: &mut String, gates: &[GateResult]) {
             if g.blocking { "yes" } else { "no" }
         );
     }
+    baselines(out, gates);
+}
+
+/// Under the gates table: the base-branch baseline each gate used (or why not), and carried
+/// values, so a reviewer sees what the ratchet compared against.
+fn baselines(out: &mut String, gates: &[GateResult]) {
+    let mut first = true;
+    for g in gates {
+        let Some(b) = &g.baseline else { continue };
+        if first {
+            out.push('\n');
+            first = false;
+        }
+        let sha = b.sha.get(..7).unwrap_or(&b.sha);
+        let what = if g.carried {
+            "carried forward from base-branch"
+        } else {
+            "baseline"
+        };
+        let used = if b.used {
+            "used".to_owned()
+        } else {
+            format!("not used: {}", one_line(b.note.as_deref().unwrap_or("")))
+        };
+        let _ = writeln!(
+            out,
+            "- `{}` {what} `{sha}` = {} (at {}), tolerance {}: {used}",
+            cell(&g.name),
+            b.value,
+            cell(&b.at),
+            b.tolerance
+        );
+    }
 }
 
 fn agents(out: &mut String, step: &StepStatus) {

@@ -100,6 +100,9 @@ pub fn gate(
         verdict,
         blocking: verdict != GateVerdict::Warning,
         message: String::new(),
+        baseline: None,
+        on_missing: None,
+        carried: false,
     }
 }
 

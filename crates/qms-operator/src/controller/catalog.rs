@@ -3,8 +3,8 @@
 //! (running tasks, recent failures and success rate from its live Jobs, Healthy).
 //!
 //! These statuses inform people (`kubectl get`); the workflow engine re-validates on its own.
-//! The QualityGate controller is the one writer of QualityGate status, the baselines included
-//! (`record::record_baselines` only hands them over through `Shared::pending_baselines`).
+//! The QualityGate controller is the one writer of QualityGate status (baselines are not in it:
+//! they live in QualityBaseline objects written from merged pull requests, see `baselines`).
 //! Each controller writes only when the computed status differs (no write → no extra event).
 
 use std::sync::Arc;
@@ -17,7 +17,6 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use qms_api::gate::BaselineValue;
 use qms_api::{
     Agent, AgentStatus, Condition, ConditionStatus, GateType, KubeDuration, QualityGate,
     QualityGateStatus, StepType, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
@@ -233,16 +232,6 @@ pub fn gate_status(g: &QualityGate) -> QualityGateStatus {
     status
 }
 
-/// The baseline ratchet: each value replaces the baseline of its repository and branch.
-pub fn with_baselines(status: &mut QualityGateStatus, values: &[BaselineValue]) {
-    for v in values {
-        status
-            .baselines
-            .retain(|b| !(b.repository == v.repository && b.branch == v.branch));
-        status.baselines.push(v.clone());
-    }
-}
-
 pub fn agent_status(a: &Agent, stats: &observe::AgentStats) -> AgentStatus {
     let mut status = a.status.clone().unwrap_or_default();
     let generation = a.meta().generation;
@@ -319,27 +308,10 @@ async fn reconcile_template(t: Arc<WorkflowTemplate>, ctx: Arc<Ctx>) -> Result<A
 async fn reconcile_gate(g: Arc<QualityGate>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     ctx.shared.wait_ready().await;
     let started = Instant::now();
-    let key = (g.namespace().unwrap_or_default(), g.name_any());
-    let pending = lock(&ctx.shared.pending_baselines)
-        .get(&key)
-        .cloned()
-        .unwrap_or_default();
-    let mut status = gate_status(&g);
-    if g.spec.baseline.as_ref().is_some_and(|b| b.enabled) {
-        with_baselines(&mut status, &pending);
-    }
+    let status = gate_status(&g);
     if g.status.as_ref() != Some(&status) {
         write_status(&ctx.shared, &*g, &status).await?;
     }
-    // Written (or already there): what was merged is no longer pending; later ones stay.
-    let mut all = lock(&ctx.shared.pending_baselines);
-    if let Some(left) = all.get_mut(&key) {
-        left.drain(..pending.len().min(left.len()));
-        if left.is_empty() {
-            all.remove(&key);
-        }
-    }
-    drop(all);
     succeeded(&*g, &ctx.shared, ControllerKind::qualitygate, started);
     Ok(Action::await_change())
 }
@@ -542,38 +514,6 @@ spec:
         let mut again = (*a).clone();
         again.status = Some(s.clone());
         assert_eq!(agent_status(&again, &stats), s);
-    }
-
-    #[test]
-    fn a_baseline_replaces_the_one_of_its_repository_and_branch_only() {
-        let b = |repo: &str, branch: &str, value: f64| BaselineValue {
-            repository: repo.into(),
-            branch: branch.into(),
-            value,
-            sha: "s".into(),
-            at: "2026-01-01T00:00:00Z".into(),
-        };
-        let mut status = QualityGateStatus {
-            baselines: vec![b("o/r", "main", 80.0), b("o/r", "dev", 70.0)],
-            ..Default::default()
-        };
-        with_baselines(
-            &mut status,
-            &[b("o/r", "main", 85.0), b("o/x", "main", 60.0)],
-        );
-        let got: Vec<_> = status
-            .baselines
-            .iter()
-            .map(|v| (v.repository.as_str(), v.branch.as_str(), v.value))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("o/r", "dev", 70.0),
-                ("o/r", "main", 85.0),
-                ("o/x", "main", 60.0)
-            ]
-        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use qms_api::QmsWorkflow;
+use qms_api::{BaselineValue, QmsWorkflow};
 use qms_engine::{JobObservation, JobPhase};
 
 use crate::context::{EXPECTATION_TRUSTED, Shared, Stores};
@@ -18,11 +18,14 @@ use crate::jobs::JOB_NAME_LABEL;
 use crate::metrics::CacheGapKind;
 use crate::observe;
 
-/// What the lagging-watch reads found: Jobs and Pods the caches do not hold yet.
+/// What the reads outside the caches found: Jobs and Pods the caches do not hold yet, and the
+/// base branch's baselines (QualityBaseline objects are read, not watched: one GET, and only when
+/// a gate of the namespace uses them).
 #[derive(Clone, Default)]
 pub struct CacheGaps {
     pub jobs: Vec<Arc<Job>>,
     pub pods: Vec<Arc<Pod>>,
+    pub baselines: BTreeMap<String, BaselineValue>,
 }
 
 /// [`read_cache_gaps`] for `wf` against the caches in `stores`. A Job we created only moments ago
@@ -43,7 +46,12 @@ pub async fn read(shared: &Shared, stores: &Stores, wf: &QmsWorkflow) -> Result<
         &trusted,
     )
     .await?;
-    Ok(CacheGaps { jobs, pods })
+    let baselines = crate::baselines::for_workflow(shared, wf, &stores.gates.state()).await?;
+    Ok(CacheGaps {
+        jobs,
+        pods,
+        baselines,
+    })
 }
 
 /// Reads from the API server what the caches lack for a sound decision: the Jobs of running

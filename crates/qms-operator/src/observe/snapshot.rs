@@ -9,11 +9,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use qms_api::{QmsWorkflow, QualityGateSpec, WorkflowTemplate};
+use qms_api::{BaselineValue, QmsWorkflow, QualityGateSpec, WorkflowTemplate};
 use qms_engine::{AgentView, JobObservation, JobPhase};
 
 use super::gaps::CacheGaps;
-use super::{SlotOffer, agent_views, baselines, gates_in, slot_offer, workflow_jobs};
+use super::{SlotOffer, agent_views, gates_in, slot_offer, workflow_jobs};
 use crate::config::LiveSettings;
 use crate::context::{Scope, Shared};
 
@@ -29,7 +29,7 @@ pub struct Observation {
     /// When a finished Job still waits for its Pod result in the cache: look again then.
     pub recheck: Option<Duration>,
     pub slots: SlotOffer,
-    pub baselines: BTreeMap<String, f64>,
+    pub baselines: BTreeMap<String, BaselineValue>,
     pub live: Arc<LiveSettings>,
 }
 
@@ -77,7 +77,6 @@ pub fn take(shared: &Shared, scope: &Scope, wf: &QmsWorkflow, gaps: CacheGaps) -
     let admitted = shared.admitted_uids(&all_workflows);
     let live = shared.live();
     let slots = slot_offer(wf, &all_workflows, &admitted, live.max_concurrent_workflows);
-    let baselines = baselines(wf, &all_gates);
     Observation {
         now,
         template,
@@ -86,7 +85,7 @@ pub fn take(shared: &Shared, scope: &Scope, wf: &QmsWorkflow, gaps: CacheGaps) -
         jobs,
         recheck,
         slots,
-        baselines,
+        baselines: gaps.baselines,
         live,
     }
 }
