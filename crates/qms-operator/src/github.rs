@@ -277,6 +277,7 @@ mod tests {
                 exit_code: Some(0),
                 reason: None,
                 deleting: false,
+                stored_result: None,
             },
         )
     }

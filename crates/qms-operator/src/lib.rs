@@ -27,6 +27,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod reload;
+pub mod results;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -265,6 +266,7 @@ pub async fn start(
         ready_tx: tokio::sync::watch::channel(false).0,
         github: github.clone(),
         leading: tokio::sync::watch::channel(settings.leader_election.is_none()).0,
+        results: Default::default(),
     });
     if let Some(gh) = &github {
         shared
@@ -289,7 +291,19 @@ pub async fn start(
                     source,
                 })?;
         http_addr = listener.local_addr().ok();
-        let mut router = http::router(shared.clone());
+        // The task result endpoint; Jobs get its URL from now on.
+        if let Some(url) = settings
+            .results
+            .url
+            .clone()
+            .or(http_addr.map(results::local_url))
+        {
+            shared.results.set_url(url);
+        }
+        let mut router = http::router(shared.clone()).merge(results::endpoint::router(
+            client.clone(),
+            settings.results.clone(),
+        ));
         if let Some(gh) = &github {
             router = router.merge(qms_github::router(gh.webhooks.clone()));
         }

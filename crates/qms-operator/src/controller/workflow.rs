@@ -182,6 +182,12 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
         &trusted,
     )
     .await?;
+    // Results submitted to the result endpoint by tasks whose Job has finished (API reads).
+    let stored = {
+        let mut known = stores.jobs.state();
+        known.extend(read_jobs.iter().cloned());
+        crate::results::stored_results(shared, &wf, &known).await?
+    };
 
     let guard = shared.decide_lock.lock().await;
     let now = Utc::now();
@@ -203,6 +209,7 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
     let in_flight = shared.in_flight(&ns, &all_jobs);
     let agents = observe::agent_views(&ns, &stores.agents.state(), &all_jobs, &in_flight, now);
     let (mut jobs, recheck) = observe::workflow_jobs(&wf, &all_jobs, &pods, now);
+    crate::results::attach(&mut jobs, stored);
     for (name, expected) in shared.expected_for(&uid) {
         jobs.entry(name.clone()).or_insert_with(|| JobObservation {
             name,
@@ -216,6 +223,7 @@ async fn apply(wf: Arc<QmsWorkflow>, ctx: &Ctx) -> Result<Action, Error> {
             exit_code: None,
             reason: None,
             deleting: false,
+            stored_result: None,
         });
     }
     // One snapshot for both, as for the agents' load above.
