@@ -7,7 +7,6 @@
 //! --profile dev` for an unoptimized run). `QMS_BENCH_RESULTS` (default 5) workflows.
 
 #[path = "../../qms-github/tests/common/github.rs"]
-#[allow(dead_code)]
 mod fake_github;
 
 use std::sync::{Arc, Mutex};
@@ -18,13 +17,14 @@ use kube_sim_kubelet::{ContainerOutcome, ContainerSpec, closure_runner};
 use qms_api::{QmsWorkflow, WorkflowState};
 
 const FINDINGS: usize = 20_000;
+const LEVELS: [&str; 3] = ["failure", "warning", "notice"];
 
 fn body() -> Vec<u8> {
     let anns: Vec<serde_json::Value> = (0..FINDINGS)
         .map(|i| {
             serde_json::json!({"path": format!("src/module_{}/file_{}.rs", i % 37, i % 101),
             "start_line": i + 1, "end_line": i + 3,
-            "annotation_level": ["failure", "warning", "notice"][i % 3],
+            "annotation_level": LEVELS[i % 3],
             "title": format!("finding {i}"),
             "message": format!("Possible issue {i}: {}", "lorem ipsum dolor sit amet ".repeat(5))})
         })

@@ -98,8 +98,11 @@ impl Default for ResultsSettings {
 #[derive(Default)]
 pub struct ResultsState {
     url: OnceLock<String>,
-    annotations: Mutex<HashMap<(String, String, String), Arc<Vec<CheckAnnotation>>>>,
+    annotations: Mutex<HashMap<StoredKey, Arc<Vec<CheckAnnotation>>>>,
 }
+
+/// (namespace, ConfigMap name, workflow uid) of a stored result.
+type StoredKey = (String, String, String);
 
 /// Stored findings kept in memory at most (each is one task's result).
 const ANNOTATION_CACHE: usize = 64;
