@@ -48,7 +48,7 @@ async fn post(
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
-    let length = if extra.contains("Content-Length") {
+    let length = if extra.contains("Content-Length") || extra.contains("Transfer-Encoding") {
         String::new()
     } else {
         format!("Content-Length: {}\r\n", body.len())
@@ -232,6 +232,19 @@ spec:
     let huge = vec![b' '; 4 * 1024 * 1024 + 10];
     let (code, _) = post(addr, &path_a, Some(&bearer(&token_a)), "", &huge).await;
     assert_eq!(code, 413);
+    // Without a length (chunked): refused once the read passes the limit.
+    let mut chunked = format!("{:x}\r\n", huge.len()).into_bytes();
+    chunked.extend_from_slice(&huge);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let (code, body) = post(
+        addr,
+        &path_a,
+        Some(&bearer(&token_a)),
+        "Transfer-Encoding: chunked\r\n",
+        &chunked,
+    )
+    .await;
+    assert_eq!(code, 413, "{body}");
     // Under the limit but compressing to more than an object holds.
     let noise: String = {
         use rand::RngCore;
