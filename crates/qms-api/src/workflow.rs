@@ -172,6 +172,11 @@ pub struct TaskResultSummary {
     pub units: std::collections::BTreeMap<String, MetricUnit>,
     #[serde(default)]
     pub annotations: u32,
+    /// The ConfigMap (in the workflow's namespace, owned by it) holding the full result — every
+    /// annotation, the summary and the metrics, gzip-compressed — when the agent submitted it to
+    /// the result endpoint. Status keeps only the counts and a short summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_config_map: Option<String>,
 }
 
 /// One agent's task in one attempt of a step: one Job.

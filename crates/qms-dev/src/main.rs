@@ -100,6 +100,11 @@ async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         http_addr: args.http_addr,
         github,
+        // A fixed, public key: tokens of running tasks survive a restart of qms-dev.
+        results: qms_operator::results::ResultsSettings {
+            key: qms_operator::results::ResultKey::new(qms_operator::results::DEV_KEY),
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let operator_client = sim.client_with_user_agent(qms_operator::USER_AGENT)?;

@@ -66,6 +66,10 @@ pub struct JobObservation {
     pub reason: Option<String>,
     /// The Job is being deleted.
     pub deleting: bool,
+    /// What the status keeps of the result the agent submitted to the result endpoint (the full
+    /// result is in the ConfigMap it names); when set it is the task's result, whatever the
+    /// termination message says.
+    pub stored_result: Option<qms_api::TaskResultSummary>,
 }
 
 /// Orchestrator settings (spec §7.1) that affect decisions.

@@ -59,8 +59,45 @@ impl AgentResult {
                 .filter_map(|(k, m)| m.unit.map(|u| (k.clone(), u)))
                 .collect(),
             annotations: u32::try_from(self.annotations.len()).unwrap_or(u32::MAX),
+            result_config_map: None,
         }
     }
+}
+
+/// Largest termination message Kubernetes keeps: the kubelet reads at most 4096 bytes of the
+/// file, so a longer result arrives cut.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// What the task says when a result was cut at [`TERMINATION_MESSAGE_LIMIT`].
+pub const TOO_LARGE_FOR_TERMINATION_MESSAGE: &str =
+    "result too large for the termination message: use the result endpoint";
+
+/// Parses an agent's result read from its termination message. A text of (nearly) the
+/// termination message limit that ends before the JSON document does was cut by the kubelet: that
+/// is reported as [`TOO_LARGE_FOR_TERMINATION_MESSAGE`], not as malformed JSON.
+pub fn parse_termination_message(text: &str, max_bytes: usize) -> Result<AgentResult, String> {
+    match parse(text, max_bytes) {
+        Err(e) if is_cut_at_limit(text) => {
+            Err(format!("{TOO_LARGE_FOR_TERMINATION_MESSAGE} ({e})"))
+        }
+        other => other,
+    }
+}
+
+/// Does `text` look like a JSON document cut at the termination message limit? (The cut may
+/// fall inside a UTF-8 character, which the kubelet drops: allow three bytes less.)
+fn is_cut_at_limit(text: &str) -> bool {
+    text.len() + 3 >= TERMINATION_MESSAGE_LIMIT
+        && text.len() <= TERMINATION_MESSAGE_LIMIT
+        && serde_json::from_str::<Value>(text)
+            .err()
+            .is_some_and(|e| e.classify() == serde_json::error::Category::Eof)
+}
+
+/// Name of the ConfigMap holding the full result of task `task_id` (the Job name) submitted to
+/// the result endpoint. Deterministic, so storing it twice is harmless.
+pub fn result_config_map_name(task_id: &str) -> String {
+    format!("qms-result-{task_id}")
 }
 
 /// Parses an agent's result. `max_bytes` bounds the accepted size.
@@ -286,6 +323,37 @@ mod tests {
             parse(r#"{"status":"success"}"#, 5)
                 .unwrap_err()
                 .contains("limit of 5")
+        );
+    }
+
+    #[test]
+    fn a_result_cut_at_the_termination_limit_says_so() {
+        let annotation = r#"{"path":"src/lib.rs","start_line":1,"end_line":1,"annotation_level":"warning","message":"finding"},"#;
+        let mut full = String::from(r#"{"status":"success","annotations":["#);
+        while full.len() < 8000 {
+            full.push_str(annotation);
+        }
+        full.pop();
+        full.push_str("]}");
+        let cut = &full[..TERMINATION_MESSAGE_LIMIT];
+        let e = parse_termination_message(cut, 64 * 1024).unwrap_err();
+        assert!(e.starts_with(TOO_LARGE_FOR_TERMINATION_MESSAGE), "{e}");
+        // A short malformed result stays malformed JSON.
+        let e = parse_termination_message(r#"{"status":"succ"#, 64 * 1024).unwrap_err();
+        assert!(e.starts_with("result is not valid JSON"), "{e}");
+        // A complete result of that size that is invalid for another reason says that reason.
+        let mut padded = String::from(r#"{"status":"ok","summary":""#);
+        padded.push_str(&"x".repeat(TERMINATION_MESSAGE_LIMIT - padded.len() - 2));
+        padded.push_str(r#""}"#);
+        assert_eq!(padded.len(), TERMINATION_MESSAGE_LIMIT);
+        assert!(
+            parse_termination_message(&padded, 64 * 1024)
+                .unwrap_err()
+                .starts_with("status:")
+        );
+        assert_eq!(
+            result_config_map_name("wf-r1-dor-a1-x"),
+            "qms-result-wf-r1-dor-a1-x"
         );
     }
 

@@ -127,6 +127,8 @@ pub async fn create_job(
             .get_or_insert_with(Default::default)
             .insert(crate::telemetry::ANNOTATION_TRACEPARENT.to_owned(), tp);
     }
+    // The result endpoint's URL and the task's token Secret (when the endpoint is served).
+    crate::results::prepare_job(shared, workflow, &mut job).await?;
     let ns = workflow.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(shared.client.clone(), &ns);
     let pp = PostParams {

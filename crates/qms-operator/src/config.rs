@@ -167,6 +167,21 @@ pub struct SettingsArgs {
     /// go to <url>/v1/traces); no traces are exported without it.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Key the task result endpoint's per-task tokens are derived from (HMAC-SHA256). Prefer
+    /// --results-key-file; without either a random key is used (tokens of running tasks then do
+    /// not survive a restart, and replicas do not share it).
+    #[arg(long, env = "QMS_RESULTS_KEY", hide_env_values = true)]
+    pub results_key: Option<String>,
+    /// File holding that key (the chart mounts it from a Secret).
+    #[arg(long, env = "QMS_RESULTS_KEY_FILE")]
+    pub results_key_file: Option<PathBuf>,
+    /// Largest result accepted by POST /v1/tasks/{task_id}/result, in bytes (default 10 MiB).
+    #[arg(long, env = "QMS_RESULTS_MAX_BODY_BYTES")]
+    pub results_max_body_bytes: Option<usize>,
+    /// Base URL agents reach this operator's HTTP port at, e.g.
+    /// http://qms-operator.qms-system.svc:8080 (default: the bound address).
+    #[arg(long, env = "QMS_RESULTS_URL")]
+    pub results_url: Option<String>,
 }
 
 /// Where the settings came from, to read the `--config` file again when it changes.
@@ -281,6 +296,8 @@ pub struct Settings {
     pub event_target: Option<k8s_openapi::api::core::v1::ObjectReference>,
     /// OTLP/HTTP traces endpoint (`<base>/v1/traces`); `None`: tracing export off.
     pub otlp_endpoint: Option<String>,
+    /// The task result endpoint (key, body limit, URL given to Jobs).
+    pub results: crate::results::ResultsSettings,
 }
 
 impl Default for Settings {
@@ -302,6 +319,7 @@ impl Default for Settings {
             config_reload_interval: Duration::from_secs(5),
             event_target: None,
             otlp_endpoint: None,
+            results: Default::default(),
         }
     }
 }
@@ -391,6 +409,7 @@ impl Settings {
         s.apply_scope_args(args)?;
         s.apply_engine_args(args)?;
         s.apply_runtime_args(args)?;
+        s.results = results_settings(args)?;
         Ok(s)
     }
 
@@ -520,6 +539,56 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The result endpoint's settings from flags / environment.
+fn results_settings(args: &SettingsArgs) -> Result<crate::results::ResultsSettings, ConfigError> {
+    let mut r = crate::results::ResultsSettings::default();
+    let key = match (&args.results_key, &args.results_key_file) {
+        (Some(k), _) if !k.trim().is_empty() => Some(k.trim().as_bytes().to_vec()),
+        (_, Some(path)) => Some(
+            std::fs::read(path)
+                .map_err(|e| {
+                    invalid(
+                        "--results-key-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim_ascii()
+                .to_vec(),
+        ),
+        _ => None,
+    };
+    match key {
+        Some(k) if k.len() < 16 => {
+            return Err(invalid("--results-key", "must be at least 16 bytes"));
+        }
+        Some(k) => r.key = crate::results::ResultKey::new(k),
+        None => tracing::warn!(
+            "no --results-key-file: the task result tokens use a random key (they do not survive a restart)"
+        ),
+    }
+    if let Some(b) = args.results_max_body_bytes {
+        if !(1024..=256 * 1024 * 1024).contains(&b) {
+            return Err(invalid(
+                "--results-max-body-bytes",
+                "must be between 1024 and 268435456",
+            ));
+        }
+        r.max_body_bytes = b;
+    }
+    if let Some(url) = args.results_url.as_deref().map(str::trim)
+        && !url.is_empty()
+    {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "--results-url",
+                "must start with http:// or https://",
+            ));
+        }
+        r.url = Some(url.to_owned());
+    }
+    Ok(r)
 }
 
 impl Settings {

@@ -124,6 +124,8 @@ pub struct Shared {
     /// Whether this process acts (runs the controllers): always without leader election, while
     /// it holds the Lease with it. Exported as `qms_leader`.
     pub leading: tokio::sync::watch::Sender<bool>,
+    /// The task result endpoint's URL and cache (`results`).
+    pub results: crate::results::ResultsState,
 }
 
 impl Shared {

@@ -123,7 +123,9 @@ mod tests {
     use super::*;
 
     fn api(code: u16) -> kube::Error {
-        kube::Error::Api(Box::new(kube::core::Status::failure("x", "Invalid").with_code(code)))
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure("x", "Invalid").with_code(code),
+        ))
     }
 
     #[test]

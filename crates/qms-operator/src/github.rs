@@ -280,6 +280,7 @@ mod tests {
                 exit_code: Some(0),
                 reason: None,
                 deleting: false,
+                stored_result: None,
             },
         )
     }

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod observe;
 pub mod record;
 pub mod reload;
+pub mod results;
 pub mod status;
 pub mod telemetry;
 
@@ -317,6 +318,7 @@ fn new_shared(
         ready_tx: tokio::sync::watch::channel(false).0,
         github: github.clone(),
         leading: tokio::sync::watch::channel(settings.leader_election.is_none()).0,
+        results: Default::default(),
     });
     if let Some(gh) = &github {
         shared
@@ -339,7 +341,15 @@ async fn serve_http(
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
     let http_addr = listener.local_addr().ok();
-    let mut router = http::router(shared.clone());
+    // The task result endpoint; Jobs get its URL from now on.
+    let results = &shared.settings.results;
+    if let Some(url) = results.url.clone().or(http_addr.map(results::local_url)) {
+        shared.results.set_url(url);
+    }
+    let mut router = http::router(shared.clone()).merge(results::endpoint::router(
+        shared.client.clone(),
+        results.clone(),
+    ));
     if let Some(gh) = github {
         router = router.merge(http::timed_webhooks(
             qms_github::router(gh.webhooks.clone()),

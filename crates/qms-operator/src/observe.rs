@@ -179,6 +179,7 @@ pub fn observe_job(
         exit_code: term.as_ref().map(|t| t.exit_code),
         reason,
         deleting: job.metadata.deletion_timestamp.is_some(),
+        stored_result: None,
     };
     (obs, recheck)
 }
@@ -814,6 +815,7 @@ mod tests {
             exit_code: None,
             reason: None,
             deleting: false,
+            stored_result: None,
         };
         let jobs = BTreeMap::from([
             ("a".to_owned(), obs("a", JobPhase::Active)),

@@ -1031,6 +1031,9 @@ fn chart_with_github_enabled_gives_a_configuration_the_operator_accepts() {
         .collect();
     assert_eq!(args[0], "run");
     let kube = tempfile::tempdir().unwrap();
+    // The chart mounts the result endpoint's key at QMS_RESULTS_KEY_FILE; here, a local file.
+    let results_key = kube.path().join("result-key");
+    std::fs::write(&results_key, "chart-result-key-0123456789\n").unwrap();
     let run = |secret_dir: &std::path::Path| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_qms-operator"))
             .args(&args)
@@ -1038,6 +1041,7 @@ fn chart_with_github_enabled_gives_a_configuration_the_operator_accepts() {
             .envs(&env)
             .env("QMS_GITHUB_SECRET_DIR", secret_dir)
             .env("KUBECONFIG", kube.path().join("none"))
+            .env("QMS_RESULTS_KEY_FILE", &results_key)
             .output()
             .unwrap();
         (

@@ -252,7 +252,10 @@ pub fn observe(ctx: &mut Ctx<'_, '_>, ps: &PlannedStep<'_>, i: usize) {
         let started = task.started_at.as_deref().and_then(time::parse);
         let outcome = match ctx.obs.jobs.get(&task.job_name) {
             Some(job) => match job.phase {
-                JobPhase::Succeeded => Some(read_result(ctx, job.termination_message.as_deref())),
+                JobPhase::Succeeded => Some(match &job.stored_result {
+                    Some(stored) => stored_outcome(stored),
+                    None => read_result(ctx, job.termination_message.as_deref()),
+                }),
                 JobPhase::Failed => {
                     let deadline = job.reason.as_deref() == Some("DeadlineExceeded");
                     let why = format!(
@@ -262,11 +265,12 @@ pub fn observe(ctx: &mut Ctx<'_, '_>, ps: &PlannedStep<'_>, i: usize) {
                             .map(|c| format!(", exit code {c}"))
                             .unwrap_or_default()
                     );
-                    let summary = job
-                        .termination_message
-                        .as_deref()
-                        .and_then(|m| result::parse(m, ctx.obs.config.max_result_bytes).ok())
-                        .map(|r| r.summary());
+                    let summary = job.stored_result.clone().or_else(|| {
+                        job.termination_message
+                            .as_deref()
+                            .and_then(|m| result::parse(m, ctx.obs.config.max_result_bytes).ok())
+                            .map(|r| r.summary())
+                    });
                     let phase = if deadline {
                         TaskPhase::TimedOut
                     } else {
@@ -339,7 +343,7 @@ fn read_result(ctx: &Ctx<'_, '_>, message: Option<&str>) -> Outcome {
     let Some(text) = message.filter(|m| !m.trim().is_empty()) else {
         return (TaskPhase::Failed, "agent wrote no result".to_owned(), None);
     };
-    match result::parse(text, ctx.obs.config.max_result_bytes) {
+    match result::parse_termination_message(text, ctx.obs.config.max_result_bytes) {
         Ok(r) if r.success => {
             let msg = if r.summary.is_empty() {
                 "success".to_owned()
@@ -356,7 +360,32 @@ fn read_result(ctx: &Ctx<'_, '_>, message: Option<&str>) -> Outcome {
             ),
             Some(r.summary()),
         ),
+        Err(e) if e.starts_with(result::TOO_LARGE_FOR_TERMINATION_MESSAGE) => {
+            (TaskPhase::Failed, e, None)
+        }
         Err(e) => (TaskPhase::Failed, format!("malformed result: {e}"), None),
+    }
+}
+
+/// The outcome of a task whose agent submitted its result to the result endpoint (validated
+/// there; the status keeps `stored`).
+fn stored_outcome(stored: &qms_api::TaskResultSummary) -> Outcome {
+    if stored.status == "success" {
+        let msg = if stored.summary.is_empty() {
+            "success".to_owned()
+        } else {
+            result::truncate(&stored.summary, 256)
+        };
+        (TaskPhase::Succeeded, msg, Some(stored.clone()))
+    } else {
+        (
+            TaskPhase::Failed,
+            format!(
+                "agent reported failure: {}",
+                result::truncate(&stored.summary, 256)
+            ),
+            Some(stored.clone()),
+        )
     }
 }
 

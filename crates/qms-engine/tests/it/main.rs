@@ -7,3 +7,4 @@ mod support;
 mod examples;
 mod happy_path;
 mod properties;
+mod stored_results;

@@ -136,6 +136,7 @@ impl World {
                             exit_code: None,
                             reason: None,
                             deleting: false,
+                            stored_result: None,
                         });
                 }
                 Action::DeleteJob { job_name, .. } => {

@@ -790,7 +790,8 @@ pub fn attach_annotations(
     let mut note = format!(
         "\n\n**{omitted} more annotation{}** ({f} failures, {w} warnings, {n} notices) are not \
          shown here: a check run shows at most {cap}, failures first. See them all with \
-         `kubectl describe qmsworkflow {workflow}`",
+         `kubectl describe qmsworkflow {workflow}` (each task's full result is in the \
+         ConfigMap it names, `qms-result-<task>`)",
         if omitted == 1 { "" } else { "s" }
     );
     match &d.details_url {

@@ -107,6 +107,7 @@ pub async fn reconcile(wf: Arc<QmsWorkflow>, ctx: Arc<Ctx>) -> Result<Action, Er
         chrono::Utc::now(),
     );
     let annotations = step_annotations(&wf, &jobs, shared.settings.engine.max_result_bytes);
+    let annotations = crate::results::with_stored_annotations(shared, &wf, annotations).await;
 
     // A child of the delivery's trace (the workflow's traceparent annotation), spec §5.3.
     let sync = tracing::Instrument::instrument(

@@ -9,7 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use qms_api::{BaselineValue, QmsWorkflow};
+use qms_api::{BaselineValue, QmsWorkflow, TaskResultSummary};
 use qms_engine::{JobObservation, JobPhase};
 
 use crate::context::{EXPECTATION_TRUSTED, Shared, Stores};
@@ -26,6 +26,8 @@ pub struct CacheGaps {
     pub jobs: Vec<Arc<Job>>,
     pub pods: Vec<Arc<Pod>>,
     pub baselines: BTreeMap<String, BaselineValue>,
+    /// Results stored through the result endpoint by tasks whose Job has finished, by Job name.
+    pub stored: BTreeMap<String, TaskResultSummary>,
 }
 
 /// [`read_cache_gaps`] for `wf` against the caches in `stores`. A Job we created only moments ago
@@ -47,10 +49,16 @@ pub async fn read(shared: &Shared, stores: &Stores, wf: &QmsWorkflow) -> Result<
     )
     .await?;
     let baselines = crate::baselines::for_workflow(shared, wf, &stores.gates.state()).await?;
+    let stored = {
+        let mut known = stores.jobs.state();
+        known.extend(jobs.iter().cloned());
+        crate::results::stored_results(shared, wf, &known).await?
+    };
     Ok(CacheGaps {
         jobs,
         pods,
         baselines,
+        stored,
     })
 }
 

@@ -57,6 +57,7 @@ pub fn take(shared: &Shared, scope: &Scope, wf: &QmsWorkflow, gaps: CacheGaps) -
     let in_flight = shared.in_flight(&ns, &all_jobs);
     let agents = agent_views(&ns, &stores.agents.state(), &all_jobs, &in_flight, now);
     let (mut jobs, recheck) = workflow_jobs(wf, &all_jobs, &pods, now);
+    crate::results::attach(&mut jobs, gaps.stored);
     for (name, expected) in shared.expected_for(&uid) {
         jobs.entry(name.clone()).or_insert_with(|| JobObservation {
             name,
@@ -70,6 +71,7 @@ pub fn take(shared: &Shared, scope: &Scope, wf: &QmsWorkflow, gaps: CacheGaps) -
             exit_code: None,
             reason: None,
             deleting: false,
+            stored_result: None,
         });
     }
     // One snapshot for both, as for the agents' load above.
