@@ -13,6 +13,7 @@ use qms_operator::{Http, OperatorHandle, Settings};
 
 pub mod leader_scenarios;
 pub mod scenarios;
+pub mod webhook;
 
 /// Hang protection only: every wait polls for a condition and gives up after this long.
 pub const DEADLINE: Duration = Duration::from_secs(90);
