@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use common::webhook::{post_webhook, sign};
 use common::*;
-use fake_github::{Call, FakeGithub};
+use fake_github::FakeGithub;
 use kube::ResourceExt;
 use qms_api::{ConditionStatus, WorkflowState};
 use qms_github::{Credentials, GithubConfig, Secret};
@@ -100,33 +100,13 @@ impl Rig {
 
     /// Polls the fake GitHub until `pred` holds.
     async fn github_until(&self, what: &str, pred: impl Fn(&fake_github::State) -> bool) {
-        let start = tokio::time::Instant::now();
-        loop {
-            if pred(&self.gh.lock()) {
-                return;
-            }
-            if start.elapsed() > DEADLINE {
-                let st = self.gh.lock();
-                panic!(
-                    "gave up waiting for GitHub: {what}; check runs: {:#?}; calls: {:?}",
-                    st.checks,
-                    st.calls.iter().map(Call::short).collect::<Vec<_>>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.gh.until(what, DEADLINE, pred).await;
     }
 
     async fn check_until(&self, name: &str, sha: &str, status: &str, conclusion: Option<&str>) {
-        self.github_until(&format!("{name} on {sha} {status} {conclusion:?}"), |st| {
-            st.checks.values().any(|c| {
-                c.name == name
-                    && c.head_sha == sha
-                    && c.status == status
-                    && c.conclusion.as_deref() == conclusion
-            })
-        })
-        .await;
+        self.gh
+            .check_until(name, sha, status, conclusion, DEADLINE)
+            .await;
     }
 
     /// Every check run in `names` exists on `sha` and is completed (not necessarily all others).

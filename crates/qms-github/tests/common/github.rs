@@ -329,6 +329,51 @@ impl FakeGithub {
         self.state.lock().unwrap()
     }
 
+    /// Polls until `pred` holds; after `deadline` panics with the check runs and calls seen.
+    pub async fn until(
+        &self,
+        what: &str,
+        deadline: std::time::Duration,
+        pred: impl Fn(&State) -> bool,
+    ) {
+        let start = tokio::time::Instant::now();
+        loop {
+            if pred(&self.lock()) {
+                return;
+            }
+            if start.elapsed() > deadline {
+                let st = self.lock();
+                panic!(
+                    "gave up waiting for GitHub: {what}; check runs: {:#?}; calls: {:?}",
+                    st.checks,
+                    st.calls.iter().map(Call::short).collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls until the check run `name` on `sha` has `status`/`conclusion`.
+    pub async fn check_until(
+        &self,
+        name: &str,
+        sha: &str,
+        status: &str,
+        conclusion: Option<&str>,
+        deadline: std::time::Duration,
+    ) {
+        let what = format!("{name} on {sha} {status} {conclusion:?}");
+        self.until(&what, deadline, |st| {
+            st.checks.values().any(|c| {
+                c.name == name
+                    && c.head_sha == sha
+                    && c.status == status
+                    && c.conclusion.as_deref() == conclusion
+            })
+        })
+        .await;
+    }
+
     /// The calls since the last `take_calls`, in the `Call::short` form.
     pub fn take_calls(&self) -> Vec<String> {
         let mut st = self.lock();
