@@ -60,6 +60,15 @@ impl HealthPolicy {
     }
 }
 
+impl HealthPolicy {
+    /// An agent is healthy while its recent failures (within [`Self::window`]) stay below
+    /// `failureThreshold`: task placement, the `Healthy` condition and `qms_agent_healthy` all
+    /// use this one rule.
+    pub fn is_healthy(&self, recent_failures: u32) -> bool {
+        recent_failures < self.failure_threshold
+    }
+}
+
 impl Default for HealthPolicy {
     fn default() -> Self {
         Self {

@@ -69,7 +69,7 @@ pub fn render_metrics(shared: &Shared) -> String {
                 .get_or_create(&labels)
                 .inc_by(i64::from(agent.spec.load_capacity));
             // The same rule as the task placement (observe::agent_views) and `Healthy` condition.
-            let ok = stats.recent_failures < agent.spec.health.failure_threshold;
+            let ok = agent.spec.health.is_healthy(stats.recent_failures);
             *healthy.entry(agent.name_any()).or_insert(true) &= ok;
         }
     }

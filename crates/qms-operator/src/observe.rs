@@ -381,7 +381,7 @@ pub fn agent_views(
             let window = a.spec.health.window_or_default();
             let stats = agent_stats(namespace, &name, window, jobs, now);
             let running = stats.running + in_flight.get(&name).copied().unwrap_or(0);
-            let healthy = stats.recent_failures < a.spec.health.failure_threshold;
+            let healthy = a.spec.health.is_healthy(stats.recent_failures);
             (
                 name,
                 AgentView {

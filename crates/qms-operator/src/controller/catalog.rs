@@ -240,7 +240,7 @@ pub fn agent_status(a: &Agent, stats: &observe::AgentStats) -> AgentStatus {
     status.recent_success_rate = stats.success_rate().map(|r| (r * 1000.0).round() / 1000.0);
     status.observed_generation = generation;
     let threshold = a.spec.health.failure_threshold;
-    let c = if stats.recent_failures >= threshold {
+    let c = if !a.spec.health.is_healthy(stats.recent_failures) {
         cond(
             "Healthy",
             false,
