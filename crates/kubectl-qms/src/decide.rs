@@ -257,6 +257,7 @@ mod tests {
                 base_ref: "main".into(),
                 head_ref: "f".into(),
                 merge_group: None,
+                push: None,
                 template_ref: TemplateRef { name: "t".into() },
                 approvals: vec![],
                 overrides: vec![],

@@ -25,12 +25,12 @@ pub use gate::{
     Operator, QualityGate, QualityGateSpec, QualityGateStatus,
 };
 pub use template::{
-    AgentSelector, Escalation, MergeGroups, RepositoryDispatch, RetryPolicy, StepStates, StepType,
-    TemplateStep, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
+    AgentSelector, Escalation, MergeGroups, Pushes, RepositoryDispatch, RetryPolicy, StepStates,
+    StepType, TemplateStep, WorkflowTemplate, WorkflowTemplateSpec, WorkflowTemplateStatus,
 };
 pub use workflow::{
     Approval, BaselineUse, CheckRunRef, Decision, GateResult, GateVerdict, MergeGroupRef, Override,
-    QmsWorkflow, QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus,
+    PushRef, QmsWorkflow, QmsWorkflowSpec, QmsWorkflowStatus, RetryRequest, StepPhase, StepStatus,
     TaskPhase, TaskResultSummary, TaskStatus, TemplateRef, Transition,
 };
 

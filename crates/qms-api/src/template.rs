@@ -191,6 +191,47 @@ impl MergeGroups {
     }
 }
 
+/// Pushes to branches a template reviews (`pushes.branches`): each push to a matching branch runs
+/// the template on the pushed commit, and that run's COMPLETED gate values become the baseline of
+/// `<repository>@<branch>` (like a merged pull request's).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.branches.all(b, !b.startsWith('refs/'))").message("pushes.branches are branch names such as main or release/*, not refs"))]
+pub struct Pushes {
+    /// Branch names (`main`) or patterns with `*` standing for any characters (`release/*`);
+    /// not refs (`refs/heads/main` is refused) and never tags.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(inner(length(min = 1, max = 255), regex(pattern = r"^[^\s~^:?\[\\]+$")))]
+    pub branches: Vec<String>,
+}
+
+impl Pushes {
+    /// Whether `branch` (a branch name, not a ref) is one of `branches`.
+    pub fn matches_branch(&self, branch: &str) -> bool {
+        self.branches.iter().any(|p| glob_match(p, branch))
+    }
+}
+
+/// `*` matches any run of characters (slashes included); everything else matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: an exact match
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Optional `repository_dispatch` events (spec §5.2) so GitHub Actions can trigger on QMS progress.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -233,6 +274,10 @@ pub struct WorkflowTemplateSpec {
     /// Whether this template reviews merge groups (GitHub merge queue) besides pull requests.
     #[serde(default, skip_serializing_if = "MergeGroups::is_include")]
     pub merge_groups: MergeGroups,
+    /// Also review pushes to these branches; their completed runs set the branch's baseline.
+    /// Unset: pushes are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushes: Option<Pushes>,
     /// Limit for the whole run; each step also has its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<KubeDuration>,
@@ -255,6 +300,13 @@ pub struct WorkflowTemplateStatus {
 }
 
 impl WorkflowTemplateSpec {
+    /// Does this template review pushes to `branch`?
+    pub fn reviews_pushes_to(&self, branch: &str) -> bool {
+        self.pushes
+            .as_ref()
+            .is_some_and(|p| p.matches_branch(branch))
+    }
+
     pub fn step(&self, name: &str) -> Option<&TemplateStep> {
         self.steps.iter().find(|s| s.name == name)
     }
@@ -271,5 +323,32 @@ impl WorkflowTemplateSpec {
                 })
                 || pattern.eq_ignore_ascii_case(repository)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_branch_patterns_match_names_and_globs_only() {
+        let p = Pushes {
+            branches: vec!["main".into(), "release/*".into(), "hotfix-*-x".into()],
+        };
+        for yes in ["main", "release/1.2", "release/a/b", "hotfix-12-x"] {
+            assert!(p.matches_branch(yes), "{yes}");
+        }
+        for no in [
+            "mainline",
+            "xmain",
+            "release",
+            "releases/1",
+            "hotfix-12-y",
+            "",
+        ] {
+            assert!(!p.matches_branch(no), "{no}");
+        }
+        assert!(glob_match("*", "anything/at/all"));
+        assert!(!glob_match("a*a", "a"));
     }
 }

@@ -87,11 +87,12 @@ pub struct RetryRequest {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.pullRequest >= 1 || has(self.push)").message("pullRequest must be at least 1 (0 only for the review of a push)"))]
 pub struct QmsWorkflowSpec {
     /// `owner/name`.
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$"))]
     pub repository: String,
-    #[schemars(range(min = 1))]
+    /// The pull request; `0` for a push (see `push`).
     pub pull_request: u64,
     /// The commit under review; a new value supersedes the run.
     #[schemars(regex(pattern = r"^[0-9a-f]{7,64}$"))]
@@ -114,6 +115,32 @@ pub struct QmsWorkflowSpec {
     /// the group and `headSha` the group's commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_group: Option<MergeGroupRef>,
+    /// Set when this workflow reviews a push to a branch (`push` event, for templates with
+    /// `pushes`) instead of a pull request; `pullRequest` is then 0, `headSha` the pushed commit
+    /// and `baseRef` the branch whose baseline its COMPLETED values become.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushRef>,
+}
+
+/// The push a workflow reviews.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushRef {
+    /// The branch's previous head (`before` of the push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{7,64}$"))]
+    pub before: Option<String>,
+    /// RFC 3339 time of the push: it orders baselines, so a run of an older push that finishes
+    /// after a newer one never replaces the newer push's values.
+    #[schemars(length(min = 1, max = 64))]
+    pub pushed_at: String,
+    /// Who pushed (the payload's `pusher.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub pusher: Option<String>,
+    /// Whether it was a force push.
+    #[serde(default)]
+    pub forced: bool,
 }
 
 /// The merge group a workflow reviews (GitHub merge queue).

@@ -55,6 +55,10 @@ pub struct PullRequest {
     /// Set on `closed`: whether the pull request was merged (its head is now on the base branch).
     #[serde(default)]
     pub merged: bool,
+    /// RFC 3339 time of the merge: orders the baselines of merged pull requests whose `closed`
+    /// deliveries arrive out of order.
+    #[serde(default)]
+    pub merged_at: Option<String>,
 }
 
 impl PullRequest {
@@ -196,6 +200,93 @@ pub struct MergeGroupEvent {
     pub sender: User,
 }
 
+/// The commit at the head of a push.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct HeadCommit {
+    pub id: String,
+    /// ISO 8601 time of the commit.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Pusher {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `push`: commits pushed to a branch or tag. `ref` is the full ref (`refs/heads/main`,
+/// `refs/tags/v1`); `after` is all zeros (and `deleted` true) when the ref was deleted.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct PushEvent {
+    #[serde(rename = "ref")]
+    pub ref_: String,
+    pub before: String,
+    pub after: String,
+    #[serde(default)]
+    pub created: bool,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub forced: bool,
+    #[serde(default)]
+    pub head_commit: Option<HeadCommit>,
+    pub repository: PushRepository,
+    #[serde(default)]
+    pub pusher: Option<Pusher>,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+    pub sender: User,
+}
+
+/// The repository of a push payload: as elsewhere, plus `pushed_at`, which GitHub sends as Unix
+/// seconds in push payloads (and as an ISO 8601 string in others).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct PushRepository {
+    #[serde(flatten)]
+    pub repository: Repository,
+    #[serde(default)]
+    pub pushed_at: Option<serde_json::Value>,
+}
+
+impl PushEvent {
+    /// The branch name of a `refs/heads/` ref; `None` for tags and other refs.
+    pub fn branch(&self) -> Option<&str> {
+        self.ref_
+            .strip_prefix("refs/heads/")
+            .filter(|b| !b.is_empty())
+    }
+
+    /// Whether the push deleted its ref (nothing to review).
+    pub fn is_deletion(&self) -> bool {
+        self.deleted || (!self.after.is_empty() && self.after.bytes().all(|b| b == b'0'))
+    }
+
+    /// When the push happened: the repository's `pushed_at` (Unix seconds or ISO 8601), else the
+    /// head commit's time; `None` when the payload has neither.
+    pub fn pushed_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        use chrono::{DateTime, Utc};
+        let parse = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let from_repo = match &self.repository.pushed_at {
+            Some(serde_json::Value::Number(n)) => n
+                .as_i64()
+                .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)),
+            Some(serde_json::Value::String(s)) => parse(s),
+            _ => None,
+        };
+        from_repo.or_else(|| {
+            self.head_commit
+                .as_ref()
+                .and_then(|c| c.timestamp.as_deref())
+                .and_then(parse)
+        })
+    }
+}
+
 /// A parsed delivery.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -205,6 +296,7 @@ pub enum Event {
     CheckRun(Box<CheckRunEvent>),
     CheckSuite(Box<CheckSuiteEvent>),
     MergeGroup(Box<MergeGroupEvent>),
+    Push(Box<PushEvent>),
     /// An event type we do not handle (answered 202 "ignored").
     Other(String),
 }
@@ -217,6 +309,7 @@ impl Event {
             Event::CheckRun(e) => e.installation.map(|i| i.id),
             Event::CheckSuite(e) => e.installation.map(|i| i.id),
             Event::MergeGroup(e) => e.installation.map(|i| i.id),
+            Event::Push(e) => e.installation.map(|i| i.id),
             Event::Ping | Event::Other(_) => None,
         }
     }
@@ -228,6 +321,7 @@ impl Event {
             Event::CheckRun(e) => Some(&e.repository),
             Event::CheckSuite(e) => Some(&e.repository),
             Event::MergeGroup(e) => Some(&e.repository),
+            Event::Push(e) => Some(&e.repository.repository),
             Event::Ping | Event::Other(_) => None,
         }
     }
@@ -256,6 +350,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
         "check_run" => Event::CheckRun(Box::new(typed(event, body)?)),
         "check_suite" => Event::CheckSuite(Box::new(typed(event, body)?)),
         "merge_group" => Event::MergeGroup(Box::new(typed(event, body)?)),
+        "push" => Event::Push(Box::new(typed(event, body)?)),
         other => Event::Other(other.chars().take(64).collect()),
     })
 }

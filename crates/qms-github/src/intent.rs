@@ -9,14 +9,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use qms_api::{
-    Approval, Decision, MergeGroupRef, MergeGroups, Override, QmsWorkflow, QmsWorkflowSpec,
-    RetryRequest, StepPhase, StepType, TemplateRef, WorkflowTemplate, WorkflowTemplateSpec,
+    Approval, Decision, MergeGroupRef, MergeGroups, Override, PushRef, QmsWorkflow,
+    QmsWorkflowSpec, RetryRequest, StepPhase, StepType, TemplateRef, WorkflowTemplate,
+    WorkflowTemplateSpec,
 };
 
 use crate::commands::{self, Command};
 use crate::events::{
     CheckRunEvent, CheckSuiteEvent, Event, IssueCommentEvent, MergeGroupEvent, PullRequest,
-    PullRequestEvent,
+    PullRequestEvent, PushEvent,
 };
 use crate::naming::{self, DeliveryKey};
 
@@ -52,13 +53,16 @@ pub enum Change {
     Merged(Box<BaselineUpdate>),
 }
 
-/// Values a merged pull request makes the baseline of `repository@branch`.
+/// Values a merged pull request (or a push's completed run) makes the baseline of
+/// `repository@branch`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BaselineUpdate {
     pub repository: String,
     pub branch: String,
     pub sha: String,
-    pub pull_request: u64,
+    /// `None` for a push.
+    pub pull_request: Option<u64>,
+    /// When the code landed on the branch (merge or push): orders updates.
     pub at: String,
     pub values: Vec<qms_api::BaselineValue>,
 }
@@ -110,6 +114,18 @@ pub fn select_merge_group_template<'a, T: Borrow<WorkflowTemplate>>(
         .or_else(|| best_match(templates, repository, include))
         .or_else(|| default_of(templates, only))
         .or_else(|| default_of(templates, include))
+}
+
+/// The template of a push to `branch` of `repository`: among the templates whose
+/// `pushes.branches` match the branch, the most specific `repositories` match, else a `default`
+/// one. `None`: pushes to that branch are not reviewed.
+pub fn select_push_template<'a, T: Borrow<WorkflowTemplate>>(
+    templates: &'a [T],
+    repository: &str,
+    branch: &str,
+) -> Option<&'a WorkflowTemplate> {
+    let for_branch = |t: &WorkflowTemplate| t.spec.reviews_pushes_to(branch);
+    best_match(templates, repository, for_branch).or_else(|| default_of(templates, for_branch))
 }
 
 fn template_name(t: &WorkflowTemplate) -> String {
@@ -175,6 +191,7 @@ pub fn decide(event: &Event, facts: &Facts<'_>) -> Outcome {
         Event::CheckRun(e) => check_run(e, facts),
         Event::CheckSuite(e) => check_suite(e, facts),
         Event::MergeGroup(e) => merge_group(e, facts),
+        Event::Push(e) => push(e, facts),
     }
 }
 
@@ -238,7 +255,14 @@ fn pull_request(e: &PullRequestEvent, f: &Facts<'_>) -> Outcome {
 /// of its base branch; a review that did not complete for that commit changes nothing.
 fn merged(e: &PullRequestEvent, wf: &QmsWorkflow, f: &Facts<'_>) -> Outcome {
     let pr = &e.pull_request;
-    let at = rfc3339(f.now);
+    // The merge's own time, so `closed` deliveries arriving out of order still end with the
+    // last merge's values; the delivery's time only when the payload has none.
+    let at = pr
+        .merged_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or(f.now, |t| t.with_timezone(&Utc));
+    let at = rfc3339(at);
     match qms_api::baseline::values_from_merged(wf, &pr.head.sha, &at) {
         Ok(values) if !values.is_empty() => Outcome::Apply {
             note: format!(
@@ -252,7 +276,7 @@ fn merged(e: &PullRequestEvent, wf: &QmsWorkflow, f: &Facts<'_>) -> Outcome {
                 repository: e.repository.full_name.clone(),
                 branch: pr.base.ref_.clone(),
                 sha: pr.head.sha.clone(),
-                pull_request: e.number,
+                pull_request: Some(e.number),
                 at,
                 values,
             })),
@@ -336,6 +360,7 @@ fn create(
         overrides: Vec::new(),
         retry: None,
         merge_group: None,
+        push: None,
     };
     let note = format!(
         "review {name} created with template {}",
@@ -815,9 +840,94 @@ fn merge_group(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
             head_ref: mg.head_ref.clone(),
             base_sha: mg.base_sha.clone(),
         }),
+        push: None,
     };
     let note = format!(
         "merge group review {name} created with template {}",
+        template_name(template)
+    );
+    new_workflow(name, f.namespace, labels, annotations, spec, note)
+}
+
+/// `push` to a branch a template reviews pushes to (`spec.pushes.branches`): creates the review
+/// of the pushed commit (one per commit and branch, so a redelivery changes nothing), reported
+/// under the template's check names on that commit. When it reaches COMPLETED its gate values
+/// become the branch's baseline, ordered by the push's time (`checks::reconcile`). Deleted refs,
+/// tags and branches no template reviews are ignored, each with its reason.
+fn push(e: &PushEvent, f: &Facts<'_>) -> Outcome {
+    let repository = e.repository.repository.full_name.as_str();
+    if e.is_deletion() {
+        return Outcome::Ignore(format!("push deleted {}: nothing to review", e.ref_));
+    }
+    let Some(branch) = e.branch() else {
+        return Outcome::Ignore(format!(
+            "push to {:?} is not to a branch (tags are not reviewed)",
+            e.ref_
+        ));
+    };
+    if let Some(wf) = f.workflow {
+        return Outcome::Ignore(if being_deleted(wf) {
+            "this push's review is being removed".to_owned()
+        } else {
+            format!(
+                "already reviewing the push of {} to {branch}",
+                short(&e.after)
+            )
+        });
+    }
+    let Some(template) = f.template.filter(|t| t.spec.reviews_pushes_to(branch)) else {
+        return Outcome::Ignore(format!(
+            "no WorkflowTemplate reviews pushes to {repository}@{branch} (spec.pushes.branches)"
+        ));
+    };
+    if !is_sha(&e.after) {
+        return Outcome::Ignore("the pushed SHA in the payload is not a commit id".into());
+    }
+    let name = naming::push_workflow_name(repository, branch, &e.after);
+    let labels = BTreeMap::from([
+        (
+            naming::LABEL_REPOSITORY.to_owned(),
+            naming::repository_hash(repository),
+        ),
+        (naming::LABEL_PUSH.to_owned(), "true".to_owned()),
+        (naming::LABEL_MANAGED_BY.to_owned(), "qms-github".to_owned()),
+    ]);
+    let mut annotations = BTreeMap::from([(
+        naming::ANNOTATION_DELIVERIES.to_owned(),
+        naming::push_delivery(Vec::new(), f.delivery),
+    )]);
+    if let Some(i) = e.installation {
+        annotations.insert(naming::ANNOTATION_INSTALLATION.to_owned(), i.id.to_string());
+    }
+    let before =
+        (is_sha(&e.before) && !e.before.bytes().all(|b| b == b'0')).then(|| e.before.clone());
+    let spec = QmsWorkflowSpec {
+        repository: repository.to_owned(),
+        pull_request: 0,
+        head_sha: e.after.clone(),
+        base_ref: branch.to_owned(),
+        head_ref: branch.to_owned(),
+        template_ref: TemplateRef {
+            name: template_name(template),
+        },
+        approvals: Vec::new(),
+        overrides: Vec::new(),
+        retry: None,
+        merge_group: None,
+        push: Some(PushRef {
+            before,
+            pushed_at: rfc3339(e.pushed_at().unwrap_or(f.now)),
+            pusher: e
+                .pusher
+                .as_ref()
+                .and_then(|p| p.name.clone())
+                .map(|n| n.chars().take(255).collect()),
+            forced: e.forced,
+        }),
+    };
+    let note = format!(
+        "push review {name} of {} on {branch} created with template {}",
+        short(&e.after),
         template_name(template)
     );
     new_workflow(name, f.namespace, labels, annotations, spec, note)

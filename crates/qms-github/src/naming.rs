@@ -14,6 +14,8 @@ pub const LABEL_PULL_REQUEST: &str = "qms.creo.dev/pull-request";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// `"true"` on the workflows of merge groups (GitHub merge queue).
 pub const LABEL_MERGE_GROUP: &str = "qms.creo.dev/merge-group";
+/// `"true"` on the workflows of pushes to a branch (templates with `pushes`).
+pub const LABEL_PUSH: &str = "qms.creo.dev/push";
 /// Ring of the delivery keys whose change this object already holds (JSON array, newest last).
 pub const ANNOTATION_DELIVERIES: &str = "qms.creo.dev/deliveries";
 /// The GitHub App installation that delivered the PR (used by the check run sync).
@@ -51,6 +53,16 @@ pub fn merge_group_workflow_name(repository: &str, pull_request: u64, head_sha: 
         Sha256::digest(format!("{}|{}", repository.to_ascii_lowercase(), head_sha).as_bytes());
     let hash = hex(&digest[..4]);
     format!("{}-mg-{pull_request}-{hash}", readable_repo(repository))
+}
+
+/// `<repo-name>-push-<hash10>` for the push of `sha` to `branch`: one workflow per pushed commit
+/// and branch, so a redelivered push (or a second hook) finds the same name, and the same commit
+/// pushed to two configured branches gets one review per branch (each sets its own baseline).
+pub fn push_workflow_name(repository: &str, branch: &str, sha: &str) -> String {
+    let digest = Sha256::digest(
+        format!("push|{}|{branch}|{sha}", repository.to_ascii_lowercase()).as_bytes(),
+    );
+    format!("{}-push-{}", readable_repo(repository), &hex(&digest[..5]))
 }
 
 /// The repository name as a DNS-label fragment of at most 30 characters.
@@ -169,6 +181,26 @@ mod tests {
         let long = merge_group_workflow_name(
             "o/a-very-long-repository-name-that-goes-on-and-on-forever",
             u64::MAX,
+            sha,
+        );
+        assert!(is_dns_label(&long), "{long}");
+    }
+
+    #[test]
+    fn push_names_are_per_commit_and_branch() {
+        let sha = "b1e2c3d4a5f60718293a4b5c6d7e8f9012345678";
+        let a = push_workflow_name("creo/app", "main", sha);
+        assert!(a.starts_with("app-push-"), "{a}");
+        assert_eq!(a, push_workflow_name("CREO/App", "main", sha));
+        assert_ne!(a, push_workflow_name("creo/app", "release/1", sha));
+        assert_ne!(
+            a,
+            push_workflow_name("creo/app", "main", "0123456789abcdef")
+        );
+        assert_ne!(a, push_workflow_name("other/app", "main", sha));
+        let long = push_workflow_name(
+            "o/a-very-long-repository-name-that-goes-on-and-on-forever",
+            "release/x",
             sha,
         );
         assert!(is_dns_label(&long), "{long}");

@@ -350,6 +350,14 @@ fn target(event: &Event, namespace: &str) -> Target {
             )),
             None => Target::None,
         },
+        Event::Push(e) => match e.branch() {
+            Some(branch) if !e.is_deletion() => Target::Name(naming::push_workflow_name(
+                &e.repository.repository.full_name,
+                branch,
+                &e.after,
+            )),
+            _ => Target::None,
+        },
         Event::Ping | Event::Other(_) => Target::None,
     }
 }
@@ -519,11 +527,14 @@ async fn template_for(
             .map_err(kube_err)?,
         None => {
             let templates = st.templates.all().await.map_err(kube_err)?;
-            if matches!(event, Event::MergeGroup(_)) {
-                intent::select_merge_group_template(&templates, repo).cloned()
-            } else {
-                intent::select_template(&templates, repo).cloned()
+            match event {
+                Event::MergeGroup(_) => intent::select_merge_group_template(&templates, repo),
+                Event::Push(e) => e
+                    .branch()
+                    .and_then(|b| intent::select_push_template(&templates, repo, b)),
+                _ => intent::select_template(&templates, repo),
             }
+            .cloned()
             .map(Arc::new)
         }
     })
@@ -673,10 +684,10 @@ fn pr_number(event: &Event, wf: Option<&qms_api::QmsWorkflow>) -> Option<u64> {
     match event {
         Event::PullRequest(e) => Some(e.number),
         Event::IssueComment(e) => Some(e.issue.number),
-        // A merge group is not a pull request: nothing is posted for it.
-        Event::MergeGroup(_) => None,
+        // A merge group or a push is not a pull request: nothing is posted for it.
+        Event::MergeGroup(_) | Event::Push(_) => None,
         _ => wf
-            .filter(|w| w.spec.merge_group.is_none())
+            .filter(|w| w.spec.merge_group.is_none() && w.spec.push.is_none())
             .map(|w| w.spec.pull_request),
     }
 }

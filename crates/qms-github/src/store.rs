@@ -89,7 +89,12 @@ impl WorkflowStore {
                 .create(&PostParams::default(), &with_traceparent(wf))
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    if wf.spec.push.is_some() {
+                        self.prune_finished_pushes(wf).await;
+                    }
+                    Ok(())
+                }
                 // Someone created it since we looked: decide again on what is there.
                 Err(e) if is_status(&e, 409) => Err(StoreError::Conflict),
                 Err(e) => Err(e.into()),
@@ -144,12 +149,7 @@ impl WorkflowStore {
                     branch: update.branch.clone(),
                     ..Default::default()
                 };
-                spec.merge(
-                    &update.values,
-                    &update.sha,
-                    Some(update.pull_request),
-                    &update.at,
-                );
+                spec.merge(&update.values, &update.sha, update.pull_request, &update.at);
                 let mut obj = QualityBaseline::new(&name, spec);
                 obj.metadata.labels = Some(
                     [(
@@ -173,12 +173,10 @@ impl WorkflowStore {
                         obj.spec.repository, obj.spec.branch, update.repository, update.branch
                     )));
                 }
-                if !obj.spec.merge(
-                    &update.values,
-                    &update.sha,
-                    Some(update.pull_request),
-                    &update.at,
-                ) {
+                if !obj
+                    .spec
+                    .merge(&update.values, &update.sha, update.pull_request, &update.at)
+                {
                     return Ok(());
                 }
                 match self
@@ -190,6 +188,66 @@ impl WorkflowStore {
                     Err(e) if is_status(&e, 409) || is_status(&e, 404) => Err(StoreError::Conflict),
                     Err(e) => Err(e.into()),
                 }
+            }
+        }
+    }
+
+    /// A push review that reached COMPLETED for its commit: its gate values become the baseline
+    /// of its branch at the push's time (idempotent: nothing is written once they are there, and
+    /// an older push never replaces a newer one's values). Not a push, or not completed: nothing.
+    pub async fn record_push_baseline(&self, wf: &QmsWorkflow) -> Result<bool, StoreError> {
+        let Some(push) = &wf.spec.push else {
+            return Ok(false);
+        };
+        let Ok(values) = qms_api::baseline::values_from_push(wf) else {
+            return Ok(false);
+        };
+        if values.is_empty() {
+            return Ok(false);
+        }
+        self.record_baseline(&BaselineUpdate {
+            repository: wf.spec.repository.clone(),
+            branch: wf.spec.base_ref.clone(),
+            sha: wf.spec.head_sha.clone(),
+            pull_request: None,
+            at: push.pushed_at.clone(),
+            values,
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// After a new push review: delete the finished (terminal) push reviews of the same branch,
+    /// so one review per push does not accumulate without bound. Running ones finish first; a
+    /// deleted COMPLETED one still records its baseline before qms-github's finalizer lets it go.
+    /// Best effort: a failure is logged, the next push prunes again.
+    async fn prune_finished_pushes(&self, new: &QmsWorkflow) {
+        let selector = format!(
+            "{}={},{}=true",
+            naming::LABEL_REPOSITORY,
+            naming::repository_hash(&new.spec.repository),
+            naming::LABEL_PUSH
+        );
+        let list = match self
+            .workflows
+            .list(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::info!(error = %e, "could not list finished push reviews to prune");
+                return;
+            }
+        };
+        for old in list.items.iter().filter(|w| {
+            w.metadata.name != new.metadata.name
+                && w.metadata.deletion_timestamp.is_none()
+                && w.spec.push.is_some()
+                && w.spec.base_ref == new.spec.base_ref
+                && w.status.as_ref().is_some_and(|s| s.state.is_terminal())
+        }) {
+            if let Err(e) = self.delete(Some(old)).await {
+                tracing::info!(workflow = ?old.metadata.name, error = %e, "could not prune a finished push review");
             }
         }
     }

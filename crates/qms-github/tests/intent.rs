@@ -7,7 +7,8 @@ use common::*;
 use qms_api::{Decision, MergeGroups, StepPhase, WorkflowState, WorkflowTemplate};
 use qms_github::events::{self, Event};
 use qms_github::intent::{
-    Change, Facts, Outcome, decide, select_merge_group_template, select_template,
+    Change, Facts, Outcome, decide, select_merge_group_template, select_push_template,
+    select_template,
 };
 use qms_github::naming::{self, DeliveryKey};
 use serde_json::Value;
@@ -202,7 +203,7 @@ fn only_a_merged_pull_request_with_a_completed_review_of_its_head_records_a_base
             update.sha.as_str(),
             update.pull_request
         ),
-        (REPO, "main", SHA1, PR)
+        (REPO, "main", SHA1, Some(PR))
     );
     let cov = update
         .values
@@ -231,7 +232,7 @@ fn only_a_merged_pull_request_with_a_completed_review_of_its_head_records_a_base
     waiting.status = Some(progress(1, SHA1, 4));
     for (wf, sha, why) in [
         (&waiting, SHA1, "not COMPLETED"),
-        (&wf, SHA2, "not for the merged head"),
+        (&wf, SHA2, "not for the commit"),
     ] {
         match decide(&closed(true, sha), &facts(&k, Some(wf), Some(&t), None)) {
             Outcome::Apply {
@@ -760,4 +761,203 @@ fn merge_groups_use_a_merge_group_template_else_the_repositorys() {
         name(select_template(&both, "else/where")),
         Some("fallback".into())
     );
+}
+
+/// GitHub's `push` payload (tests/fixtures, the documented shape), changed by `edit`.
+fn push_event(edit: impl FnOnce(&mut Value)) -> Event {
+    let mut v = fixture("push.json");
+    edit(&mut v);
+    event("push", &v)
+}
+
+fn push_template(branches: &[&str]) -> WorkflowTemplate {
+    let mut t = template();
+    t.spec.pushes = Some(qms_api::Pushes {
+        branches: branches.iter().map(|b| (*b).to_owned()).collect(),
+    });
+    t
+}
+
+#[test]
+fn a_push_to_a_configured_branch_creates_the_review_of_the_pushed_commit() {
+    let t = push_template(&["main", "release/*"]);
+    let k = key();
+    let ev = push_event(|_| {});
+    let Event::Push(e) = &ev else {
+        panic!("expected a push event, got {ev:?}")
+    };
+    assert_eq!(e.branch(), Some("main"));
+    assert_eq!(ev.installation(), Some(4242));
+    assert_eq!(ev.repository().unwrap().full_name, REPO);
+    // `repository.pushed_at` (Unix seconds in push payloads) orders the baselines.
+    assert_eq!(
+        e.pushed_at().map(|t| t.to_rfc3339()),
+        Some("2025-08-17T07:05:05+00:00".into())
+    );
+    let sha = "5a6b7c8d9e0f11223344556677889900aabbccdd";
+    let Outcome::Apply {
+        change: Change::Create(wf),
+        reply: None,
+        ..
+    } = decide(&ev, &facts(&k, None, Some(&t), None))
+    else {
+        panic!("expected a create")
+    };
+    assert_eq!(
+        wf.metadata.name.as_deref(),
+        Some(naming::push_workflow_name(REPO, "main", sha).as_str())
+    );
+    let labels = wf.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[naming::LABEL_PUSH], "true");
+    let spec = &wf.spec;
+    assert_eq!(
+        (
+            spec.head_sha.as_str(),
+            spec.base_ref.as_str(),
+            spec.pull_request
+        ),
+        (sha, "main", 0)
+    );
+    let push = spec.push.as_ref().expect("a push review");
+    assert_eq!(push.pushed_at, "2025-08-17T07:05:05Z");
+    assert_eq!(
+        push.before.as_deref(),
+        Some("0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f6a7b8c9d0")
+    );
+    assert_eq!(push.pusher.as_deref(), Some("alice-dev"));
+    // Without `repository.pushed_at`, the head commit's time.
+    let ev = push_event(|v| {
+        v["repository"].as_object_mut().unwrap().remove("pushed_at");
+    });
+    let Event::Push(e) = &ev else { panic!() };
+    assert_eq!(
+        e.pushed_at().map(|t| t.to_rfc3339()),
+        Some("2025-08-17T07:05:00+00:00".into())
+    );
+    // A pattern branch is configured too; a created branch has no `before`.
+    let ev = push_event(|v| {
+        v["ref"] = "refs/heads/release/2.1".into();
+        v["created"] = true.into();
+        v["before"] = "0000000000000000000000000000000000000000".into();
+    });
+    let Outcome::Apply {
+        change: Change::Create(wf),
+        ..
+    } = decide(&ev, &facts(&k, None, Some(&t), None))
+    else {
+        panic!("expected a create")
+    };
+    assert_eq!(wf.spec.base_ref, "release/2.1");
+    assert_eq!(wf.spec.push.as_ref().unwrap().before, None);
+    // The review exists already (a redelivery, a second hook): nothing to do.
+    let ev = push_event(|_| {});
+    assert!(matches!(
+        decide(&ev, &facts(&k, Some(&wf), Some(&t), None)),
+        Outcome::Ignore(r) if r.contains("already reviewing")
+    ));
+}
+
+#[test]
+fn deleted_refs_tags_and_branches_no_template_reviews_are_ignored_with_the_reason() {
+    let t = push_template(&["main", "release/*"]);
+    let k = key();
+    let cases: [(Box<dyn FnOnce(&mut Value)>, &str); 5] = [
+        (
+            Box::new(|v: &mut Value| {
+                v["deleted"] = true.into();
+                v["after"] = "0000000000000000000000000000000000000000".into();
+            }),
+            "deleted",
+        ),
+        (
+            Box::new(|v: &mut Value| {
+                v["after"] = "0000000000000000000000000000000000000000".into();
+            }),
+            "deleted",
+        ),
+        (
+            Box::new(|v: &mut Value| v["ref"] = "refs/tags/v1.2.0".into()),
+            "tags are not reviewed",
+        ),
+        (
+            Box::new(|v: &mut Value| v["ref"] = "refs/heads/feature/x".into()),
+            "no WorkflowTemplate reviews pushes to creo/creo-roo-commander@feature/x",
+        ),
+        (
+            Box::new(|v: &mut Value| v["after"] = "not-a-sha".into()),
+            "not a commit id",
+        ),
+    ];
+    for (edit, why) in cases {
+        match decide(&push_event(edit), &facts(&k, None, Some(&t), None)) {
+            Outcome::Ignore(r) => assert!(r.contains(why), "{why:?} not in {r:?}"),
+            other => panic!("expected ignored ({why}), got {other:?}"),
+        }
+    }
+    // A template without `pushes` (the repository's pull-request template) reviews no push.
+    let ev = push_event(|_| {});
+    assert!(matches!(
+        decide(&ev, &facts(&k, None, Some(&template()), None)),
+        Outcome::Ignore(r) if r.contains("spec.pushes.branches")
+    ));
+    // A payload without `after` is refused with the field named, not a panic.
+    let mut bad = fixture("push.json");
+    bad.as_object_mut().unwrap().remove("after");
+    let err = events::parse("push", bad.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("after"), "{err}");
+}
+
+#[test]
+fn pushes_use_the_most_specific_template_configured_for_the_branch() {
+    let mut prs = template();
+    prs.metadata.name = Some("prs".into());
+    prs.spec.default = false;
+    prs.spec.repositories = vec![REPO.into()];
+    let mut owner = push_template(&["main"]);
+    owner.metadata.name = Some("owner".into());
+    owner.spec.default = false;
+    owner.spec.repositories = vec!["creo/*".into()];
+    let mut releases = push_template(&["release/*"]);
+    releases.metadata.name = Some("releases".into());
+    releases.spec.repositories = vec![];
+    let all = vec![prs.clone(), owner.clone(), releases.clone()];
+    let name = |t: Option<&WorkflowTemplate>| t.and_then(|t| t.metadata.name.clone());
+    // The exact repository match has no `pushes`: the owner's template reviews main.
+    assert_eq!(
+        name(select_push_template(&all, REPO, "main")),
+        Some("owner".into())
+    );
+    // release/* only by the default one; other branches by none.
+    assert_eq!(
+        name(select_push_template(&all, REPO, "release/3")),
+        Some("releases".into())
+    );
+    assert_eq!(name(select_push_template(&all, REPO, "develop")), None);
+    assert_eq!(name(select_push_template(&all, "else/where", "main")), None);
+    // Pull requests still get their template.
+    assert_eq!(name(select_template(&all, REPO)), Some("prs".into()));
+}
+
+#[test]
+fn a_merged_pull_request_records_its_merge_time_not_the_delivery_time() {
+    let t = template();
+    let k = key();
+    let mut wf = workflow(SHA1);
+    wf.status = Some(progress(1, SHA1, 5));
+    let mut v = fixture("pull_request.closed.json");
+    v["pull_request"]["merged"] = true.into();
+    v["pull_request"]["head"]["sha"] = SHA1.into();
+    v["pull_request"]["merged_at"] = "2025-08-16T09:30:00Z".into();
+    let Outcome::Apply {
+        change: Change::Merged(update),
+        ..
+    } = decide(
+        &event("pull_request", &v),
+        &facts(&k, Some(&wf), Some(&t), None),
+    )
+    else {
+        panic!("expected a baseline update")
+    };
+    assert_eq!(update.at, "2025-08-16T09:30:00Z");
+    assert!(update.values.iter().all(|x| x.at == update.at));
 }

@@ -252,6 +252,7 @@ mod tests {
                 overrides: vec![],
                 retry: None,
                 merge_group: None,
+                push: None,
             },
         );
         wf.metadata.uid = Some("uid-1".into());

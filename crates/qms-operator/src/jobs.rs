@@ -230,6 +230,7 @@ mod tests {
                 overrides: vec![],
                 retry: None,
                 merge_group: None,
+                push: None,
             },
         );
         wf.metadata.namespace = Some("team".into());

@@ -650,6 +650,7 @@ mod tests {
                 overrides: vec![],
                 retry: None,
                 merge_group: None,
+                push: None,
             },
         );
         wf.metadata.namespace = Some("ns".into());

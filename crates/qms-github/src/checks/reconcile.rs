@@ -69,6 +69,10 @@ impl CheckSyncer {
             }
             _ => store.template(name).await?,
         };
+        // Before the check runs: once a push's checks show it completed, its baseline is there.
+        if store.record_push_baseline(wf).await? {
+            tracing::debug!(workflow = ?wf.metadata.name, "push review completed: baseline recorded");
+        }
         let report = sync(
             &self.github,
             &self.render,

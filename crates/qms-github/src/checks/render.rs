@@ -233,6 +233,13 @@ impl Ctx<'_> {
     /// `owner/repo#12` for a pull request; the merge group's branch for a merge group.
     fn subject(&self) -> String {
         let spec = &self.wf.spec;
+        if spec.push.is_some() {
+            return format!(
+                "the push to `{}` of {}",
+                one_line(&spec.base_ref).replace('`', "'"),
+                spec.repository
+            );
+        }
         match &spec.merge_group {
             Some(mg) => format!(
                 "merge group `{}` of {} (queued up to #{})",

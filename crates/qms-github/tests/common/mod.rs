@@ -67,6 +67,7 @@ pub fn workflow(sha: &str) -> QmsWorkflow {
             overrides: vec![],
             retry: None,
             merge_group: None,
+            push: None,
         },
     );
     wf.metadata.namespace = Some(NS.into());
