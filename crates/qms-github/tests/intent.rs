@@ -861,7 +861,8 @@ fn a_push_to_a_configured_branch_creates_the_review_of_the_pushed_commit() {
 fn deleted_refs_tags_and_branches_no_template_reviews_are_ignored_with_the_reason() {
     let t = push_template(&["main", "release/*"]);
     let k = key();
-    let cases: [(Box<dyn FnOnce(&mut Value)>, &str); 5] = [
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: [(Edit, &str); 5] = [
         (
             Box::new(|v: &mut Value| {
                 v["deleted"] = true.into();

@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::webhook::{post_webhook, sign};
 use common::*;
 use fake_github::FakeGithub;
+use kube::api::ListParams;
 use qms_api::{QualityBaseline, WorkflowState, baseline_name};
 use qms_github::{Credentials, GithubConfig, Secret};
 use qms_operator::{Http, OperatorHandle, Settings};
@@ -95,9 +96,14 @@ impl Rig {
 
     async fn deliver(&mut self, event: &str, payload: &Value) -> (u16, Value) {
         self.deliveries += 1;
-        let body = serde_json::to_vec(payload).unwrap();
         let id = format!("baselines-delivery-{}", self.deliveries);
-        post_webhook(self.addr, event, &id, &sign(SECRET, &body), &body).await
+        self.deliver_as(&id, event, payload).await
+    }
+
+    /// Delivers with the delivery id `id` (GitHub keeps it when redelivering).
+    async fn deliver_as(&self, id: &str, event: &str, payload: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(payload).unwrap();
+        post_webhook(self.addr, event, id, &sign(SECRET, &body), &body).await
     }
 
     async fn pr(&mut self, action: &str, sha: &str, merged: bool) -> Value {
@@ -387,4 +393,266 @@ spec:
     let reply = rig.reply_containing("QMS gate `no-such-gate`").await;
     assert!(reply.contains("decides nothing"), "{reply}");
     assert!(!reply.contains("Passed"), "{reply}");
+}
+
+const SHA_A: &str = "aaaaaaa0d5e4f30211223344556677889900aabb";
+const SHA_B: &str = "bbbbbbb0d5e4f30211223344556677889900aabb";
+const SHA_C: &str = "ccccccc0d5e4f30211223344556677889900aabb";
+
+/// A template that reviews pull requests of REPO and pushes to main and release/*, with one
+/// automated step whose agent measures a coverage that depends on the commit, once the test
+/// releases that commit (a file named after the SHA in `dir`), so the test decides which run
+/// completes first.
+fn push_review(dir: &std::path::Path) -> String {
+    let dir = dir.display();
+    format!(
+        r#"apiVersion: qms.creo.dev/v1
+kind: Agent
+metadata:
+  name: branch-coverage
+spec:
+  capabilities: [branch-coverage]
+  loadCapacity: 10
+  defaultTimeout: 80s
+  job:
+    image: busybox:1.37
+    command: ["sh", "-c"]
+    args:
+      - |
+        while [ ! -f "{dir}/$QMS_HEAD_SHA" ]; do sleep 0.1; done
+        case "$QMS_HEAD_SHA" in a*) V=71;; b*) V=92;; *) V=50;; esac
+        printf '{{"status":"success","summary":"coverage %s","metrics":{{"test_coverage":%s}}}}' "$V" "$V" > /dev/termination-log
+---
+apiVersion: qms.creo.dev/v1
+kind: QualityGate
+metadata:
+  name: branch-coverage
+spec:
+  type: threshold
+  metric: test_coverage
+  operator: gte
+  threshold: 10
+  unit: percentage
+  blocking: true
+---
+apiVersion: qms.creo.dev/v1
+kind: WorkflowTemplate
+metadata:
+  name: branch-review
+spec:
+  repositories: [{REPO}]
+  pushes:
+    branches: [main, "release/*"]
+  steps:
+    - name: check
+      type: parallel
+      agents: [{{name: branch-coverage}}]
+      qualityGates: [branch-coverage]
+      timeout: 80s
+"#
+    )
+}
+
+fn push(ref_: &str, before: &str, after: &str, pushed_at: i64) -> Value {
+    let mut repo = repository();
+    repo["pushed_at"] = pushed_at.into();
+    json!({
+        "ref": ref_,
+        "before": before,
+        "after": after,
+        "created": false,
+        "deleted": after.bytes().all(|b| b == b'0'),
+        "forced": false,
+        "head_commit": {"id": after, "timestamp": "2026-01-01T00:00:00Z"},
+        "repository": repo,
+        "pusher": {"name": "alice", "email": "alice@example.com"},
+        "sender": {"login": "alice", "type": "User"}
+    })
+}
+
+fn at(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A push to a configured branch runs the template on the pushed commit (same check names) and
+/// its COMPLETED values become the branch's baseline, with the commit and the push's time; a tag,
+/// a branch deletion and an unconfigured branch are ignored with the reason; a redelivery makes
+/// no second review. An older push whose run completes after a newer one's, and a merged pull
+/// request whose `closed` arrives after a newer push, leave the newer value in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_to_configured_branches_set_the_baseline_in_push_order() {
+    let mut rig = Rig::start().await;
+    let release = tempfile::tempdir().unwrap();
+    rig.env.apply(&push_review(release.path())).await;
+    let workflows = rig.env.workflows();
+    let push_reviews = || async {
+        workflows
+            .list(&ListParams::default().labels("qms.creo.dev/push=true"))
+            .await
+            .unwrap()
+            .items
+    };
+    let t1 = chrono::Utc::now().timestamp() - 600;
+    let t2 = t1 + 60;
+
+    // Nothing to review: a tag, a deleted branch, a branch no template names.
+    let zeros = "0000000000000000000000000000000000000000";
+    for (payload, why) in [
+        (
+            push("refs/tags/v1.0.0", zeros, SHA_A, t1),
+            "tags are not reviewed",
+        ),
+        (
+            push("refs/heads/main", SHA_A, zeros, t1),
+            "deleted refs/heads/main",
+        ),
+        (
+            push("refs/heads/feature/x", SHA1, SHA_A, t1),
+            "no WorkflowTemplate reviews pushes to creo/creo-roo-commander@feature/x",
+        ),
+    ] {
+        let (code, answer) = rig.deliver("push", &payload).await;
+        assert_eq!(
+            (code, answer["status"].as_str()),
+            (202, Some("ignored")),
+            "{answer}"
+        );
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(why), "{why:?} not in {detail:?}");
+    }
+    assert!(
+        push_reviews().await.is_empty(),
+        "an ignored push made a review"
+    );
+
+    // Two pushes to main, the older (A) first; A is delivered again, under its own delivery id
+    // (a redelivery) and under another (a second hook): one review per push.
+    let push_a = push("refs/heads/main", SHA1, SHA_A, t1);
+    let (code, answer) = rig.deliver_as("push-a", "push", &push_a).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("applied")),
+        "{answer}"
+    );
+    let (code, answer) = rig
+        .deliver("push", &push("refs/heads/main", SHA_A, SHA_B, t2))
+        .await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("applied")),
+        "{answer}"
+    );
+    let (_, again) = rig.deliver_as("push-a", "push", &push_a).await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    let (_, other_hook) = rig.deliver("push", &push_a).await;
+    assert_eq!(other_hook["status"], "ignored", "{other_hook}");
+    assert!(
+        other_hook["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already reviewing"),
+        "{other_hook}"
+    );
+    let mut names: Vec<_> = push_reviews()
+        .await
+        .iter()
+        .map(|w| (w.spec.head_sha.clone(), w.spec.base_ref.clone()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            (SHA_A.to_owned(), "main".to_owned()),
+            (SHA_B.to_owned(), "main".to_owned())
+        ]
+    );
+    let name_a = qms_github::naming::push_workflow_name(REPO, "main", SHA_A);
+    let name_b = qms_github::naming::push_workflow_name(REPO, "main", SHA_B);
+
+    // The newer push completes first: its value is the baseline of main, with its commit and
+    // push time, and its checks are reported on the pushed commit under the template's names.
+    std::fs::write(release.path().join(SHA_B), "").unwrap();
+    rig.env.wait_state(&name_b, WorkflowState::Completed).await;
+    rig.gh
+        .check_until("QMS", SHA_B, "completed", Some("success"), DEADLINE)
+        .await;
+    rig.gh
+        .check_until("QMS / check", SHA_B, "completed", Some("success"), DEADLINE)
+        .await;
+    let b = rig
+        .baseline()
+        .await
+        .expect("a completed push sets the baseline");
+    assert_eq!(
+        (
+            b.spec.sha.as_deref(),
+            b.spec.pull_request,
+            b.spec.updated_at.clone()
+        ),
+        (Some(SHA_B), None, Some(at(t2)))
+    );
+    let v = b
+        .spec
+        .value("branch-coverage")
+        .expect("the push's gate value");
+    assert_eq!(
+        (v.value, v.sha.as_str(), v.at.clone()),
+        (92.0, SHA_B, at(t2))
+    );
+    assert!(
+        rig.gh.lock().comments.is_empty(),
+        "a push review commented on a pull request"
+    );
+
+    // The older push completes later: it is not the branch head any more; main keeps B's value.
+    std::fs::write(release.path().join(SHA_A), "").unwrap();
+    rig.env.wait_state(&name_a, WorkflowState::Completed).await;
+    rig.gh
+        .check_until("QMS", SHA_A, "completed", Some("success"), DEADLINE)
+        .await;
+    assert_eq!(rig.baseline().await.unwrap().spec, b.spec);
+
+    // A pull request merged before push B, whose `closed` is delivered only now: main keeps B.
+    std::fs::write(release.path().join(SHA_C), "").unwrap();
+    rig.pr("opened", SHA_C, false).await;
+    rig.env
+        .wait_state(&rig.name(), WorkflowState::Completed)
+        .await;
+    let mut merged = pull_request("closed", SHA_C, true);
+    merged["pull_request"]["merged_at"] = at(t1 - 3600).into();
+    let (code, answer) = rig.deliver("pull_request", &merged).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("applied")),
+        "{answer}"
+    );
+    rig.gone().await;
+    assert_eq!(rig.baseline().await.unwrap().spec, b.spec);
+
+    // A later push to main: the finished push reviews of main are removed, its own stays.
+    std::fs::write(release.path().join(SHA3), "").unwrap();
+    let (code, answer) = rig
+        .deliver("push", &push("refs/heads/main", SHA_B, SHA3, t2 + 60))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let name_3 = qms_github::naming::push_workflow_name(REPO, "main", SHA3);
+    let start = tokio::time::Instant::now();
+    loop {
+        let left: Vec<_> = push_reviews()
+            .await
+            .into_iter()
+            .filter_map(|w| w.metadata.name)
+            .collect();
+        if left == [name_3.clone()] {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "finished push reviews not pruned: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.gh.assert_no_violations();
 }
