@@ -6,7 +6,7 @@
 //! `cargo bench -p qms-operator --bench results` (or `cargo test -p qms-operator --bench results
 //! --profile dev` for an unoptimized run). `QMS_BENCH_RESULTS` (default 5) workflows.
 
-#[path = "../../qms-github/tests/common/github.rs"]
+#[path = "../../qms-github/tests/it/common/github.rs"]
 mod fake_github;
 
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,7 @@
 //!    the same payload here; p50/p99 of a delivery; then GitHub writes per check run once those
 //!    reviews reached FINAL_PENDING.
 
-#[path = "../../qms-github/tests/common/github.rs"]
+#[path = "../../qms-github/tests/it/common/github.rs"]
 mod fake_github;
 
 use std::collections::BTreeMap;

@@ -23,11 +23,11 @@
 //! # }
 //! ```
 //!
-//! What the operator's and qms-github's test files would replace with it (left for a later step):
-//! `qms-operator/tests/common` `Env::wait_for` and `leader.rs` `until` are [`poll_for`] with their
-//! own deadline (or [`until`]); the `QmsWorkflow` literals in `qms-github/tests/common`,
-//! `kubectl-qms` and the operator's unit tests are [`fixtures::workflow`] with `.namespace`,
-//! `.repository`, `.pull_request`, `.head_sha`, `.resource_version` and `.annotation`.
+//! Users: kube-sim's, qms-engine's, qms-operator's (`tests/it/common`: `poll`/`eventually`/`until`
+//! are [`poll_for`] with the harness's 90 s deadline), qms-github's (`workflow()` is
+//! [`fixtures::workflow`]), kubectl-qms' and kube-real's integration tests. Left for a later step:
+//! the poll loops still written out in single operator test modules and the `QmsWorkflow`
+//! literals of the operator's unit tests.
 #![forbid(unsafe_code)]
 
 pub mod fixtures;

@@ -2,7 +2,7 @@
 //! unit-tested by the real `promtool test rules` with the cases in tests/monitoring/: so what is
 //! tested is what ships. Every alert has series that make it fire and series that must not.
 //! (That the rules and the dashboard name only metrics the operator exports is checked against a
-//! live /metrics scrape in crates/qms-operator/tests/dashboard.rs.)
+//! live /metrics scrape in crates/qms-operator/tests/it/dashboard.rs.)
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

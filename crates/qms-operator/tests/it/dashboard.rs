@@ -4,13 +4,11 @@
 //! come from the real `helm template` of the chart (what ships); parsing is the real
 //! `promtool check rules` on a rule file holding every panel query as a recording rule.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use qms_github::{Credentials, GithubConfig, Secret};
 use qms_operator::{Http, Settings};
 use serde_json::{Value, json};

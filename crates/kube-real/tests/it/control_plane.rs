@@ -11,15 +11,14 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 /// Hang protection only.
 const DEADLINE: Duration = Duration::from_secs(90);
 
-async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// qms-testkit's poll with this harness's deadline (a real control plane on a loaded machine).
+async fn poll<T, Fut>(what: &str, probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    qms_testkit::poll_for(DEADLINE, Duration::from_millis(200), probe)
+        .await
+        .unwrap_or_else(|| panic!("gave up waiting for {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +48,7 @@ async fn a_job_runs_on_the_real_control_plane_and_everything_stops_on_drop() {
         .await
         .expect("create job");
     // The real Job controller sees the pod succeed and marks the Job Complete.
-    let done = poll("the Job to complete", async || {
+    let done = poll("the Job to complete", || async {
         let j = jobs.get("hello").await.ok()?;
         let s = j.status?;
         (s.succeeded == Some(1)).then_some(s)
@@ -83,7 +82,7 @@ async fn a_job_runs_on_the_real_control_plane_and_everything_stops_on_drop() {
     jobs.delete("hello", &DeleteParams::background())
         .await
         .expect("delete job");
-    poll("the pods to be garbage-collected", async || {
+    poll("the pods to be garbage-collected", || async {
         pods.list(&lp).await.ok()?.items.is_empty().then_some(())
     })
     .await;
@@ -109,12 +108,13 @@ fn missing_binaries_name_the_installer() {
         assert!(err.contains("scripts/install-kube.sh"), "{err}");
         return;
     }
+    // The test's name in the `it` binary: `control_plane::missing_binaries_name_the_installer`.
+    let (_, module) = module_path!()
+        .split_once("::")
+        .expect("a module of the it binary");
+    let name = format!("{module}::missing_binaries_name_the_installer");
     let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "missing_binaries_name_the_installer",
-            "--nocapture",
-        ])
+        .args(["--exact", &name, "--nocapture"])
         .env("KUBE_REAL_CHILD", "1")
         .env("QMS_KUBE_BIN", "/nonexistent/kube-bin")
         .output()

@@ -59,19 +59,6 @@ pub async fn holder(env: &Env) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
-/// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
-pub async fn until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < DEADLINE, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `GET path` on the replica's HTTP server: (status code, body).
 pub async fn get(op: &OperatorHandle, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

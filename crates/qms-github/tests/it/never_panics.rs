@@ -1,8 +1,6 @@
 //! Property tests: the parsers facing the network never panic, whatever the input, and the
 //! truncation always yields valid UTF-8 within the limit.
 
-mod common;
-
 use proptest::prelude::*;
 use qms_github::checks::render::truncate_utf8;
 use qms_github::intent::{Facts, decide};
@@ -91,14 +89,14 @@ proptest! {
     #[test]
     fn event_parser_and_decide_never_panic_on_mutated_payloads(which in 0usize..FIXTURES.len(), choice in any::<u64>(), with in any_json()) {
         let (kind, file) = FIXTURES[which];
-        let mut v = common::fixture(file);
+        let mut v = crate::common::fixture(file);
         mutate(&mut v, choice, with);
         if let Ok(ev) = events::parse(kind, v.to_string().as_bytes()) {
             let key = DeliveryKey::new(None, None, "d");
-            let t = common::template();
-            let wf = common::workflow(common::SHA1);
+            let t = crate::common::template();
+            let wf = crate::common::workflow(crate::common::SHA1);
             for trusted in [None, Some(true), Some(false)] {
-                let f = Facts { now: common::t0(), namespace: common::NS, run_drafts: false, delivery: &key,
+                let f = Facts { now: crate::common::t0(), namespace: crate::common::NS, run_drafts: false, delivery: &key,
                     workflow: Some(&wf), template: Some(&t), trusted, pull_request: None };
                 let _ = decide(&ev, &f);
                 let f = Facts { workflow: None, ..f };

@@ -6,16 +6,12 @@
 //!
 //! Every wait polls for a condition with a hang-protection deadline; nothing asserts on timing.
 
-mod common;
-#[path = "../../qms-github/tests/common/github.rs"]
-mod fake_github;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::webhook::{post_webhook, sign};
-use common::*;
-use fake_github::FakeGithub;
+use crate::common::webhook::{post_webhook, sign};
+use crate::common::*;
+use crate::fake_github::FakeGithub;
 use kube::api::ListParams;
 use qms_api::{QualityBaseline, WorkflowState, baseline_name};
 use qms_github::{Credentials, GithubConfig, Secret};

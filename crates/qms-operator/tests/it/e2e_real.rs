@@ -3,9 +3,7 @@
 //! kube-sim-kubelet node. Same scenario code (`common/scenarios.rs`), other server. Needs
 //! `scripts/install-kube.sh` (fails naming it when the binaries are absent).
 
-mod common;
-
-use common::{Env, scenarios};
+use crate::common::{Env, scenarios};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_review_completes_after_approval() {

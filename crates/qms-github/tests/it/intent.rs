@@ -1,9 +1,7 @@
 //! The pure decision: webhook payload (GitHub's documented shapes, tests/fixtures) + facts →
 //! the change to make.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qms_api::{Decision, MergeGroups, StepPhase, WorkflowState, WorkflowTemplate};
 use qms_github::events::{self, Event};
 use qms_github::intent::{

@@ -2,9 +2,7 @@
 //! operator decides task placement by: an agent whose failed tasks reach its health policy's
 //! `failureThreshold` is exported as 0 while its `Healthy` condition is False; a sound one is 1.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qms_api::{Agent, ConditionStatus};
 
 fn healthy_gauge(op: &qms_operator::OperatorHandle, agent: &str) -> Option<i64> {

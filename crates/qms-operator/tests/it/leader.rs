@@ -2,10 +2,8 @@
 //! renew every 0.5 s) keep the tests fast; every wait polls a condition with a hang-protection
 //! deadline, nothing asserts on timing.
 
-mod common;
-
-use common::leader_scenarios::{self, *};
-use common::*;
+use crate::common::leader_scenarios::{self, *};
+use crate::common::*;
 use kube::ResourceExt;
 use qms_api::WorkflowState;
 use qms_operator::Exit;

@@ -2,15 +2,13 @@
 //! and a fake GitHub. The operator is simulated by writing the workflow status with server-side
 //! apply as field manager `qms-operator`, as the real one does.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::common::github::FakeGithub;
+use crate::common::*;
 use axum::Router;
 use axum::body::Body;
-use common::github::FakeGithub;
-use common::*;
 use http::{Request, StatusCode};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -15,8 +15,43 @@ pub mod leader_scenarios;
 pub mod scenarios;
 pub mod webhook;
 
-/// Hang protection only: every wait polls for a condition and gives up after this long.
+/// Hang protection only: every wait polls for a condition and gives up after this long (longer
+/// than qms-testkit's default: a test here runs a server and the operator on 2 shared cores).
 pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// How often the waits probe.
+pub const INTERVAL: Duration = Duration::from_millis(100);
+
+/// qms-testkit's poll with this harness's [`DEADLINE`]: the first `Some` of `probe`, `None` once
+/// the deadline passed (for waits that report the last state they saw).
+pub async fn poll<T, Fut>(probe: impl FnMut() -> Fut) -> Option<T>
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    qms_testkit::poll_for(DEADLINE, INTERVAL, probe).await
+}
+
+/// Polls `probe` until it yields `Some`; panics naming `what` after [`DEADLINE`].
+pub async fn eventually<T, Fut>(what: &str, probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll(probe)
+        .await
+        .unwrap_or_else(|| panic!("gave up waiting for {what}"))
+}
+
+/// Polls `cond` until it holds; panics naming `what` after [`DEADLINE`].
+pub async fn until<Fut>(what: &str, mut cond: impl FnMut() -> Fut)
+where
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually(what, || {
+        let c = cond();
+        async move { c.await.then_some(()) }
+    })
+    .await
+}
 
 pub struct Env {
     /// The API server: kube-sim, or a namespace on the real control plane (`Env::start_real`).
@@ -164,23 +199,21 @@ impl Env {
         what: &str,
         pred: impl Fn(&QmsWorkflow) -> bool,
     ) -> QmsWorkflow {
-        let start = tokio::time::Instant::now();
-        loop {
-            if let Ok(wf) = self.workflows().get(name).await {
-                if pred(&wf) {
-                    return wf;
-                }
-                if start.elapsed() > DEADLINE {
-                    panic!(
-                        "{name}: gave up waiting for {what}; status: {}",
-                        serde_json::to_string_pretty(&wf.status).unwrap_or_default()
-                    );
-                }
-            } else if start.elapsed() > DEADLINE {
-                panic!("{name}: gave up waiting for {what}; workflow not readable");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let last = std::cell::RefCell::new(None);
+        let found = poll(|| async {
+            let wf = self.workflows().get(name).await.ok()?;
+            let done = pred(&wf);
+            *last.borrow_mut() = Some(wf.status.clone());
+            done.then_some(wf)
+        })
+        .await;
+        found.unwrap_or_else(|| match last.into_inner() {
+            Some(status) => panic!(
+                "{name}: gave up waiting for {what}; status: {}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            ),
+            None => panic!("{name}: gave up waiting for {what}; workflow not readable"),
+        })
     }
 
     pub async fn wait_state(&self, name: &str, state: WorkflowState) -> QmsWorkflow {
@@ -241,21 +274,18 @@ pub async fn install_crds_on_1_20(client: &Client) {
     }
     for (_, crd) in qms_api::crds::all() {
         let name = crd.name_any();
-        let start = tokio::time::Instant::now();
-        loop {
+        let established = || async {
             let c = api.get(&name).await.expect("read CRD");
-            let established = c
-                .status
+            c.status
                 .and_then(|s| s.conditions)
                 .unwrap_or_default()
                 .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(start.elapsed() < DEADLINE, "CRD {name} never Established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        };
+        poll(established)
+            .await
+            .unwrap_or_else(|| panic!("CRD {name} never Established"));
     }
 }
 
@@ -267,18 +297,16 @@ impl Env {
         name: &str,
         reason: &str,
     ) -> k8s_openapi::api::events::v1::Event {
-        let start = tokio::time::Instant::now();
-        loop {
+        let reasons = std::cell::RefCell::new(Vec::new());
+        let found = poll(|| async {
             let events = self.events(name).await;
-            if let Some(e) = events.iter().find(|e| e.reason.as_deref() == Some(reason)) {
-                return e.clone();
-            }
-            if start.elapsed() > DEADLINE {
-                let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
-                panic!("{name}: no {reason} event; have {reasons:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            *reasons.borrow_mut() = events.iter().filter_map(|e| e.reason.clone()).collect();
+            events
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("{name}: no {reason} event; have {:?}", reasons.take()))
     }
 }
 

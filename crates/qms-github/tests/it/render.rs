@@ -1,8 +1,6 @@
 //! Status → desired check runs: conclusions, Markdown, GitHub's size limits, annotation batches.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qms_api::{GateVerdict, Operator, StepPhase, TaskPhase, WorkflowState};
 use qms_github::checks::render::{
     AnnotationPlan, CheckAnnotation, CheckStatus, Conclusion, DesiredCheck, MAX_OUTPUT_BYTES,

@@ -2,11 +2,9 @@
 //! kube-sim. A valid change applies without a restart; an invalid one is refused with the key
 //! named while the last good configuration stays in force; Events and metrics say which.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use kube::ResourceExt;
 use qms_api::WorkflowState;
 use qms_operator::config::{SettingsArgs, config_hash};

@@ -5,16 +5,13 @@
 //! the trace on); a signed webhook delivery writes that annotation itself, so delivery →
 //! reconcile → Job → check-run sync are one trace.
 //!
-//! Its own test binary: the exporter is a layer of the process-wide subscriber.
-
-mod common;
-#[path = "../../qms-github/tests/common/github.rs"]
-mod fake_github;
+//! The exporter is a layer of this test's own subscriber, not of the process-wide one the other
+//! tests of the binary share (`common::init_tracing`): see [`scoped_runtime`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hmac::{Hmac, Mac};
 use kube::ResourceExt;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -192,9 +189,41 @@ async fn spans_of(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workflow_is_reconciled_in_the_trace_of_its_traceparent() {
-    let (base, received) = receiver().await;
+thread_local! {
+    /// The test subscriber as this thread's default, for as long as the thread runs.
+    static SCOPED: std::cell::RefCell<Option<::tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A runtime (2 workers, like the other tests) on whose every thread, workers and blocking pool,
+/// `dispatch` is the default subscriber: the operator's tasks and the kube-sim's record their
+/// spans there, while the other tests of this binary, on their own runtimes, never see it.
+fn scoped_runtime(dispatch: &::tracing::Dispatch) -> tokio::runtime::Runtime {
+    let dispatch = dispatch.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            let guard = ::tracing::dispatcher::set_default(&dispatch);
+            SCOPED.with(|g| *g.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| SCOPED.with(|g| drop(g.borrow_mut().take())))
+        .build()
+        .expect("test runtime")
+}
+
+#[test]
+fn a_workflow_is_reconciled_in_the_trace_of_its_traceparent() {
+    use tracing_subscriber::prelude::*;
+    // The receiver and the exporter's HTTP requests run on a runtime of their own: the layer has
+    // to exist before the test's runtime starts its threads with it, and the exporter's last
+    // flush (when the subscriber is dropped) needs them after that runtime is gone.
+    let export_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("exporter runtime");
+    let (base, received) = export_rt.block_on(receiver());
     // The traces URL as `run` derives it from OTEL_EXPORTER_OTLP_ENDPOINT.
     let args = qms_operator::config::SettingsArgs {
         otlp_endpoint: Some(base.clone()),
@@ -204,19 +233,28 @@ async fn a_workflow_is_reconciled_in_the_trace_of_its_traceparent() {
     let settings = qms_operator::Settings::load(&args).expect("settings");
     let url = settings.otlp_endpoint.clone().expect("endpoint set");
     assert_eq!(url, format!("{base}/v1/traces"));
-    let tracing_export = {
-        use tracing_subscriber::prelude::*;
-        let (layer, export) = qms_operator::telemetry::otlp_layer(&url).expect("exporter");
-        tracing_subscriber::registry()
-            .with(layer)
-            .try_init()
-            .expect("the first subscriber of this test binary");
-        export
+    let (layer, export) = {
+        let _on = export_rt.enter();
+        qms_operator::telemetry::otlp_layer(&url).expect("exporter")
     };
+    let dispatch = ::tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let rt = scoped_runtime(&dispatch);
+    ::tracing::dispatcher::with_default(&dispatch, || {
+        rt.block_on(reconciled_in_the_trace(settings, received, export))
+    });
+    drop(rt);
+    drop(dispatch);
+    drop(export_rt);
+}
 
+async fn reconciled_in_the_trace(
+    settings: qms_operator::Settings,
+    received: Arc<Mutex<Vec<Received>>>,
+    tracing_export: qms_operator::telemetry::Tracing,
+) {
     let env = Env::start().await;
     env.apply_examples(false).await;
-    let gh = fake_github::FakeGithub::start().await;
+    let gh = crate::fake_github::FakeGithub::start().await;
     env.apply(&agent("tracer", 2, &result("success", "", 0)))
         .await;
     env.apply(

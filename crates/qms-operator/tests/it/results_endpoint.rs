@@ -4,16 +4,12 @@
 //! annotations on the fake GitHub, and a result cut at the termination message limit says to use
 //! the endpoint. Every wait polls with a hang-protection deadline; nothing asserts on timing.
 
-mod common;
-#[path = "../../qms-github/tests/common/github.rs"]
-mod fake_github;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
-use fake_github::FakeGithub;
+use crate::common::*;
+use crate::fake_github::FakeGithub;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, ResourceExt};
 use qms_api::{QmsWorkflow, TaskPhase, WorkflowState};
@@ -405,7 +401,7 @@ spec:
 async fn several_hundred_findings_end_in_a_check_run_with_capped_annotations() {
     let env = Env::start().await;
     env.apply(include_str!(
-        "../../../examples/bulk-findings/bulk-findings.yaml"
+        "../../../../examples/bulk-findings/bulk-findings.yaml"
     ))
     .await;
     let gh = FakeGithub::start().await;
@@ -432,7 +428,7 @@ async fn several_hundred_findings_end_in_a_check_run_with_capped_annotations() {
     .expect("operator starts");
     op.wait_ready().await;
     env.apply(include_str!(
-        "../../../examples/bulk-findings/qmsworkflow-pr-777.yaml"
+        "../../../../examples/bulk-findings/qmsworkflow-pr-777.yaml"
     ))
     .await;
     let wf = env

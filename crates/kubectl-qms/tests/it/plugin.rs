@@ -68,11 +68,13 @@ impl Rig {
     }
 
     async fn wait_for_crds(&self) {
-        let start = tokio::time::Instant::now();
-        while self.kubectl(&["get", "qmsworkflows"]).await.status.code() != Some(0) {
-            assert!(start.elapsed() < DEADLINE, "CRDs never served");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let served = || async {
+            let out = self.kubectl(&["get", "qmsworkflows"]).await;
+            (out.status.code() == Some(0)).then_some(())
+        };
+        qms_testkit::poll_for(DEADLINE, Duration::from_millis(100), served)
+            .await
+            .expect("CRDs never served");
     }
 
     async fn kubectl(&self, args: &[&str]) -> Output {
@@ -410,21 +412,18 @@ async fn kubectl_qms_logs_prints_the_agent_jobs_pod_logs() {
         .await
         .expect("job created");
     let pods: Api<Pod> = Api::namespaced(rig.client.clone(), "default");
-    let start = tokio::time::Instant::now();
-    loop {
-        let done = pods
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={DOR_JOB}")))
+    let finished = || async {
+        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={DOR_JOB}")))
             .await
             .expect("pods")
             .items
             .iter()
-            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
-        if done {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "the Job's pod never finished");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+            .then_some(())
+    };
+    qms_testkit::poll_for(DEADLINE, Duration::from_millis(100), finished)
+        .await
+        .expect("the Job's pod never finished");
     let logs = rig.ok(&["qms", "logs", NAME, "dor-validation"]).await;
     assert!(
         logs.contains(&format!(

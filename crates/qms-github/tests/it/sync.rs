@@ -2,14 +2,12 @@
 //! workflow status step by step; what the sync returns is stored back as the operator would.
 //! Time is a manual clock: nothing sleeps.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::github::FakeGithub;
-use common::*;
+use crate::common::github::FakeGithub;
+use crate::common::*;
 use qms_api::{QmsWorkflow, RepositoryDispatch, WorkflowTemplateSpec};
 use qms_github::checks::render::{CheckAnnotation, RenderConfig, StepAnnotations};
 use qms_github::checks::sync::{SyncInput, SyncReport, sync};
@@ -356,7 +354,7 @@ async fn annotations_beyond_50_go_in_several_requests_once() {
     h.operator_sets(progress(1, SHA1, 1));
     assert!(h.sync().await.converged);
     let raw = h.gh.take_raw_calls();
-    let calls: Vec<String> = raw.iter().map(common::github::Call::short).collect();
+    let calls: Vec<String> = raw.iter().map(crate::common::github::Call::short).collect();
     // Created with the first 50, then two updates with the next 50 and the last 20.
     assert_eq!(
         calls[3..6],
@@ -678,7 +676,7 @@ async fn a_check_run_deleted_on_github_is_created_again_not_retried_forever() {
 }
 
 /// The messages of the annotations sent to check run `id`, in the order they were sent.
-fn sent_messages(calls: &[common::github::Call], id: i64) -> Vec<String> {
+fn sent_messages(calls: &[crate::common::github::Call], id: i64) -> Vec<String> {
     calls
         .iter()
         .filter(|c| {

@@ -2,9 +2,7 @@
 //! coordination.k8s.io/v1 Lease semantics, the scenarios of `leader.rs`
 //! (`common/leader_scenarios.rs`). Needs `scripts/install-kube.sh`.
 
-mod common;
-
-use common::{Env, leader_scenarios};
+use crate::common::{Env, leader_scenarios};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_replicas_leads_and_the_standby_takes_over() {

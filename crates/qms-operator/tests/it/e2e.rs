@@ -1,12 +1,10 @@
 //! End-to-end: kube-sim (Jobs run as local `sh` processes) + the real controllers in-process.
 //! Every wait polls for a condition with a hang-protection deadline; nothing asserts on timing.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::scenarios::{self, *};
-use common::*;
+use crate::common::scenarios::{self, *};
+use crate::common::*;
 use kube::ResourceExt;
 use qms_api::{ConditionStatus, GateVerdict, StepPhase, TaskPhase, WorkflowState};
 

@@ -52,35 +52,15 @@ pub fn wf_name() -> String {
 
 /// A workflow as the webhook creates it (no status yet).
 pub fn workflow(sha: &str) -> QmsWorkflow {
-    let mut wf = QmsWorkflow::new(
-        &wf_name(),
-        qms_api::QmsWorkflowSpec {
-            repository: REPO.into(),
-            pull_request: PR,
-            head_sha: sha.into(),
-            base_ref: "main".into(),
-            head_ref: "feature/qms-integration".into(),
-            template_ref: qms_api::TemplateRef {
-                name: "standard-qms-review".into(),
-            },
-            approvals: vec![],
-            overrides: vec![],
-            retry: None,
-            merge_group: None,
-            push: None,
-        },
-    );
-    wf.metadata.namespace = Some(NS.into());
-    wf.metadata.resource_version = Some("7".into());
-    wf.metadata.annotations = Some(
-        [(
-            naming::ANNOTATION_INSTALLATION.to_owned(),
-            "4242".to_owned(),
-        )]
-        .into_iter()
-        .collect(),
-    );
-    wf
+    qms_testkit::fixtures::workflow(&wf_name())
+        .namespace(NS)
+        .repository(REPO)
+        .pull_request(PR)
+        .head_sha(sha)
+        .head_ref("feature/qms-integration")
+        .resource_version("7")
+        .annotation(naming::ANNOTATION_INSTALLATION, "4242")
+        .build()
 }
 
 pub fn gate(

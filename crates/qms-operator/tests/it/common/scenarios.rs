@@ -318,17 +318,16 @@ pub async fn deleting_a_workflow_cleans_up_its_jobs(env: &Env) {
         })
         .await;
     assert!(wf.finalizers().iter().any(|f| f == "qms.creo.dev/cleanup"));
-    let start = tokio::time::Instant::now();
-    while env.list_jobs().await.is_empty() {
-        assert!(start.elapsed() < DEADLINE, "the Job was never created");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until("the Job to be created", || async {
+        !env.list_jobs().await.is_empty()
+    })
+    .await;
     env.workflows()
         .delete("pr-d", &Default::default())
         .await
         .unwrap();
-    let start = tokio::time::Instant::now();
-    loop {
+    let last = std::cell::Cell::new((false, 0));
+    let cleaned_up = poll(|| async {
         let gone = env.workflows().get_opt("pr-d").await.unwrap().is_none();
         let jobs_left = env
             .list_jobs()
@@ -336,15 +335,12 @@ pub async fn deleting_a_workflow_cleans_up_its_jobs(env: &Env) {
             .into_iter()
             .filter(|j| j.metadata.deletion_timestamp.is_none())
             .count();
-        if gone && jobs_left == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "gone={gone} jobs_left={jobs_left}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        last.set((gone, jobs_left));
+        (gone && jobs_left == 0).then_some(())
+    })
+    .await;
+    let (gone, jobs_left) = last.get();
+    assert!(cleaned_up.is_some(), "gone={gone} jobs_left={jobs_left}");
     op.stop().await;
 }
 

@@ -3,15 +3,13 @@
 //! reused per (login, repository) until their TTL (a revoked permission takes effect after it),
 //! the cache is bounded, and a new pull request is one create on the API server.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::github::FakeGithub;
+use crate::common::*;
 use axum::Router;
 use axum::body::Body;
-use common::github::FakeGithub;
-use common::*;
 use http::Request;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

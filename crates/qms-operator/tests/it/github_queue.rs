@@ -9,19 +9,15 @@
 //! Webhooks are signed with an independent HMAC-SHA256 and POSTed over TCP. Every wait polls for a
 //! condition with a hang-protection deadline; nothing asserts on timing.
 
-mod common;
-#[path = "../../qms-github/tests/common/github.rs"]
-mod fake_github;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::webhook::{post_webhook, sign};
-use common::*;
-use fake_github::FakeGithub;
+use crate::common::webhook::{post_webhook, sign};
+use crate::common::*;
+use crate::fake_github::FakeGithub;
 use kube::ResourceExt;
 use qms_api::{ConditionStatus, WorkflowState};
 use qms_github::{Credentials, GithubConfig, Secret};
@@ -99,7 +95,7 @@ impl Rig {
     }
 
     /// Polls the fake GitHub until `pred` holds.
-    async fn github_until(&self, what: &str, pred: impl Fn(&fake_github::State) -> bool) {
+    async fn github_until(&self, what: &str, pred: impl Fn(&crate::fake_github::State) -> bool) {
         self.gh.until(what, DEADLINE, pred).await;
     }
 
