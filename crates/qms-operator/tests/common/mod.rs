@@ -11,6 +11,10 @@ use kube::{Api, Client, ResourceExt};
 use qms_api::{QmsWorkflow, WorkflowState};
 use qms_operator::{Http, OperatorHandle, Settings};
 
+// One fake GitHub for the workspace: qms-github's tests own it.
+#[path = "../../../qms-github/tests/common/github.rs"]
+pub mod fake_github;
+pub mod github_scenarios;
 pub mod leader_scenarios;
 pub mod scenarios;
 pub mod webhook;
