@@ -539,7 +539,13 @@ impl Engine {
             .iter()
             .map(|c| (**c).clone())
             .collect();
+        let served_before = st.registry.custom_store_keys();
         st.registry.rebuild(&crds);
+        // A real apiserver starts a custom resource's watch cache when its CRD is served: a watch
+        // from an older resourceVersion is 410 Gone there, so it is here.
+        for key in st.registry.custom_store_keys().difference(&served_before) {
+            st.store.start_watch_history(key);
+        }
     }
 
     /// PUT (main resource or `/status`).

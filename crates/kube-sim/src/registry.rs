@@ -518,6 +518,15 @@ impl Registry {
             .collect()
     }
 
+    /// Store keys of the custom resources served now.
+    pub fn custom_store_keys(&self) -> std::collections::BTreeSet<String> {
+        self.types
+            .iter()
+            .filter(|t| t.custom)
+            .map(|t| t.store_key())
+            .collect()
+    }
+
     /// Rebuilds the custom part from the stored CRD objects.
     pub fn rebuild(&mut self, crds: &[Value]) {
         let mut types = builtin_types();

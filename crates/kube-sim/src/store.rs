@@ -324,6 +324,15 @@ impl Store {
         Ok(Some(last))
     }
 
+    /// The bucket `key` starts being served now: its watch history begins at the current
+    /// resourceVersion (watching from an older one gets 410 Gone, as from a real apiserver's
+    /// watch cache, which starts when the CRD is served).
+    pub fn start_watch_history(&mut self, key: &str) {
+        let rv = self.rv;
+        let b = self.buckets.entry(key.to_owned()).or_default();
+        b.compacted = b.compacted.max(rv);
+    }
+
     /// Events of a bucket after `rv`, or `Err(oldest_available_rv)` if some were compacted away.
     pub fn events_since(&self, key: &str, rv: u64) -> Result<Vec<Arc<Event>>, u64> {
         let Some(b) = self.buckets.get(key) else {

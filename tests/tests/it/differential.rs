@@ -650,13 +650,9 @@ async fn watches_behave_the_same() {
     );
     assert_eq!(seen[0].1, seen[1].1, "watch replay differs: {seen:?}");
     assert_eq!(seen[0].2, r#"event "ERROR" 410"#, "{seen:?}");
-    // Known kube-sim gap (not a version difference, not fixed yet): a real apiserver's watch cache
-    // for a custom resource starts when the CRD is served (1.20 and 1.35 alike), so a watch from
-    // an older resourceVersion is 410 Gone; kube-sim keeps every event since its own start and
-    // replays from resourceVersion 1. kube-sim does answer 410 past `watch_history`
-    // (crates/kube-sim/tests/api_watch.rs). When kube-sim is fixed this assertion fails: make it
-    // assert equality.
-    assert_eq!(seen[1].2, r#"event "ADDED" null"#, "{seen:?}");
+    // A custom resource's watch history starts when its CRD is served (the real apiserver's watch
+    // cache; kube-sim's `Store::start_watch_history`): resourceVersion 1 is 410 Gone on both.
+    assert_eq!(seen[0].2, seen[1].2, "410 Gone differs: {seen:?}");
 }
 
 /// Jobs and their Pods: the real Job controller and garbage collector (1.20.2) against

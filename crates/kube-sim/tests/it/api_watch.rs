@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube_sim::KubeSim;
-use serde_json::json;
+use serde_json::{Value, json};
 use support::*;
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
@@ -183,6 +183,110 @@ async fn too_old_resource_version_gets_410_expired() {
     match stream.try_next().await.unwrap() {
         Some(kube::api::WatchEvent::Error(e)) => assert_eq!(e.code, 410),
         other => panic!("expected a 410 error event, got {other:?}"),
+    }
+}
+
+/// A custom resource's watch history starts when its CRD is served, as a real apiserver's watch
+/// cache does: from an older resourceVersion the watch is 410 Gone; from the CRD's own
+/// resourceVersion it replays what came after; kube-runtime's watcher (list, then watch) works.
+#[tokio::test]
+async fn custom_resource_watch_from_before_its_crd_is_410_gone() {
+    let sim = sim().await;
+    let client = sim.client();
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("before-crd", json!({})))
+        .await
+        .unwrap();
+    let before_crd = api
+        .get("before-crd")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let r = post(
+        &client,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &widget_crd(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let crd_rv = r.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create_widget(&client, "w1", json!({"color": "red"})).await;
+
+    let path = widgets_path("default");
+    for rv in ["1", before_crd.as_str()] {
+        let events = watch_events(
+            &client,
+            &format!("{path}?watch=true&resourceVersion={rv}&timeoutSeconds=2"),
+            5,
+        )
+        .await;
+        let seen: Vec<(&str, &Value)> = events
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap_or_default(), &e["object"]["code"]))
+            .collect();
+        assert_eq!(seen, [("ERROR", &json!(410))], "from {rv}: {events:?}");
+    }
+    let events = watch_events(
+        &client,
+        &format!("{path}?watch=true&resourceVersion={crd_rv}&timeoutSeconds=2"),
+        5,
+    )
+    .await;
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default(),
+                e["object"]["metadata"]["name"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("ADDED", "w1")], "{events:?}");
+    // Built-in resources keep their history from the server's start.
+    let events = watch_events(
+        &client,
+        &format!("{CMS}?watch=true&resourceVersion=1&timeoutSeconds=2"),
+        5,
+    )
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "before-crd"),
+        "{events:?}"
+    );
+
+    let mut stream = watcher(widgets(&client, "default"), watcher::Config::default()).boxed();
+    let mut init = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(o) => init.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(init, ["w1"]);
+    create_widget(&client, "w2", json!({"color": "blue"})).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Apply(o) if o.metadata.name.as_deref() == Some("w2") => break,
+            _ => {}
+        }
     }
 }
 

@@ -15,6 +15,12 @@ async fn standard_review_completes_after_approval() {
     scenarios::standard_review_completes_after_approval(&Env::start().await).await;
 }
 
+/// The real `kubectl wait` (JSONPath, then condition) and `kubectl describe` on a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_wait_and_describe_follow_a_review() {
+    scenarios::kubectl_wait_and_describe_follow_a_review(&Env::start().await).await;
+}
+
 /// 2. A DoR agent failure → DOR_FAILED; a fix pushed (new SHA) runs again and passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dor_failure_then_fix_pushed_passes() {

@@ -34,3 +34,8 @@ async fn deleting_a_workflow_cleans_up_its_jobs() {
 async fn kubectl_get_shows_state_columns() {
     scenarios::kubectl_get_shows_state_columns(&Env::start_real().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_wait_and_describe_follow_a_review() {
+    scenarios::kubectl_wait_and_describe_follow_a_review(&Env::start_real().await).await;
+}

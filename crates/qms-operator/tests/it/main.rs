@@ -25,6 +25,7 @@ mod dashboard;
 mod e2e;
 mod e2e_real;
 mod github_e2e;
+mod github_e2e_real;
 mod github_queue;
 mod leader;
 mod leader_real;

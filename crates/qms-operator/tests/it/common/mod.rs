@@ -11,6 +11,8 @@ use kube::{Api, Client, ResourceExt};
 use qms_api::{QmsWorkflow, WorkflowState};
 use qms_operator::{Http, OperatorHandle, Settings};
 
+// One fake GitHub for the workspace: qms-github's tests own it.
+pub mod github_scenarios;
 pub mod leader_scenarios;
 pub mod scenarios;
 pub mod webhook;

@@ -217,6 +217,109 @@ pub async fn kubectl_get_shows_state_columns(env: &Env) {
     op.stop().await;
 }
 
+/// The real `kubectl wait` follows a review (a state by JSONPath, then the `Ready` condition once
+/// approved) and `kubectl describe` shows its state, steps, gate-less tasks and the operator's
+/// Events.
+pub async fn kubectl_wait_and_describe_follow_a_review(env: &Env) {
+    env.apply(&agent("ok", 5, &result("success", "", 0))).await;
+    env.apply(&template_with_manual("t", "ok")).await;
+    let op = env.operator(env.settings()).await;
+    env.apply(&workflow("pr-11", "t", "abcdef1")).await;
+    let pending = kubectl_wait(env, "--for=jsonpath={.status.state}=FINAL_PENDING", "pr-11");
+    assert_eq!(
+        pending.await.expect("kubectl wait"),
+        "qmsworkflow.qms.creo.dev/pr-11 condition met"
+    );
+    assert_eq!(
+        state_of(&env.get("pr-11").await),
+        WorkflowState::FinalPending
+    );
+    env.wait_event("pr-11", "WorkflowStarted").await;
+
+    let described = kubectl(env, &["describe", "qmsworkflow", "pr-11"]).await;
+    let has = |key: &str, value: &str| {
+        described.lines().any(|l| {
+            let l = l.trim();
+            l.starts_with(key) && l.ends_with(value)
+        })
+    };
+    for (key, value) in [
+        ("Name:", "pr-11"),
+        ("Namespace:", env.ns.as_str()),
+        ("Kind:", "QmsWorkflow"),
+        ("Head Sha:", "abcdef1"),
+        ("State:", "FINAL_PENDING"),
+        ("Current Step:", "final-review"),
+        ("Phase:", "WaitingForApproval"),
+    ] {
+        assert!(
+            has(key, value),
+            "describe lacks `{key} {value}`:\n{described}"
+        );
+    }
+    let events = described
+        .split("\nEvents:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Events section:\n{described}"));
+    assert!(events.contains("WorkflowStarted"), "{described}");
+
+    let ready = kubectl_wait(env, "--for=condition=Ready", "pr-11");
+    env.decide("pr-11", "final-review", "abcdef1", "approve")
+        .await;
+    assert_eq!(
+        ready.await.expect("kubectl wait"),
+        "qmsworkflow.qms.creo.dev/pr-11 condition met"
+    );
+    assert_eq!(state_of(&env.get("pr-11").await), WorkflowState::Completed);
+    op.stop().await;
+}
+
+/// Runs the real kubectl (`$QMS_TOOLS_BIN`) on `env`'s server and namespace; its stdout, trimmed.
+pub async fn kubectl(env: &Env, args: &[&str]) -> String {
+    let args = args.iter().map(|a| (*a).to_owned()).collect();
+    run_kubectl(env.sim.kubeconfig_path().to_owned(), env.ns.clone(), args).await
+}
+
+/// `kubectl wait CONDITION qmsworkflow/NAME` started now (it watches while the test goes on),
+/// with [`DEADLINE`] as its timeout; the handle yields its stdout.
+pub fn kubectl_wait(env: &Env, condition: &str, name: &str) -> tokio::task::JoinHandle<String> {
+    let args = vec![
+        "wait".to_owned(),
+        condition.to_owned(),
+        format!("--timeout={}s", DEADLINE.as_secs()),
+        format!("qmsworkflow/{name}"),
+    ];
+    tokio::spawn(run_kubectl(
+        env.sim.kubeconfig_path().to_owned(),
+        env.ns.clone(),
+        args,
+    ))
+}
+
+async fn run_kubectl(kubeconfig: PathBuf, ns: String, args: Vec<String>) -> String {
+    let kubectl = tools_bin().join("kubectl");
+    assert!(
+        kubectl.exists(),
+        "kubectl not found at {} (set QMS_TOOLS_BIN or run scripts/install-tools.sh)",
+        kubectl.display()
+    );
+    let out = tokio::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["-n", &ns])
+        .args(&args)
+        .output()
+        .await
+        .expect("kubectl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.trim().to_owned()
+}
+
 /// 7. The operator is stopped and started again at every observed change of the workflow (state,
 ///    step, tasks): no duplicate Job, the same final result.
 pub async fn restart_in_every_state_creates_no_duplicates(env: &Env) {
