@@ -17,9 +17,9 @@ use qms_github::{Credentials, GithubConfig, Secret};
 use qms_operator::{Http, OperatorHandle, Settings};
 use serde_json::{Value, json};
 
-use crate::fake_github::{self, Call, FakeGithub};
 use super::webhook::{post_webhook, sign};
 use super::*;
+use crate::fake_github::{self, Call, FakeGithub};
 
 const SECRET: &str = "whsec-e2e-5b1d0c";
 const TOKEN: &str = "ghp_e2etoken0123456789";
