@@ -15,7 +15,7 @@ use crate::fake_github::FakeGithub;
 use kube::api::ListParams;
 use qms_api::{QualityBaseline, WorkflowState, baseline_name};
 use qms_github::{Credentials, GithubConfig, Secret};
-use qms_operator::{Http, OperatorHandle, Settings};
+use qms_operator::{OperatorHandle, Settings};
 use serde_json::{Value, json};
 
 const SECRET: &str = "whsec-baselines-e2e";
@@ -72,11 +72,7 @@ impl Rig {
             }),
             ..env.settings()
         };
-        let op = qms_operator::start(env.client.clone(), settings, Http::On { extra: None })
-            .await
-            .expect("operator starts");
-        let addr = op.http_addr.expect("HTTP server");
-        op.wait_ready().await;
+        let (op, addr) = start_with_http(&env, settings).await;
         Rig {
             env,
             gh,

@@ -21,7 +21,7 @@ use crate::fake_github::FakeGithub;
 use kube::ResourceExt;
 use qms_api::{ConditionStatus, WorkflowState};
 use qms_github::{Credentials, GithubConfig, Secret};
-use qms_operator::{Http, OperatorHandle, Settings};
+use qms_operator::{OperatorHandle, Settings};
 use serde_json::{Value, json};
 
 const SECRET: &str = "whsec-queue-7c2e1a";
@@ -66,11 +66,7 @@ impl Rig {
             }),
             ..env.settings()
         };
-        let op = qms_operator::start(env.client.clone(), settings, Http::On { extra: None })
-            .await
-            .expect("operator starts");
-        let addr = op.http_addr.expect("HTTP server");
-        op.wait_ready().await;
+        let (op, addr) = start_with_http(&env, settings).await;
         Rig {
             env,
             gh,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use qms_api::{Decision, QmsWorkflow, WorkflowState};
 use qms_github::{Credentials, GithubConfig, Secret};
-use qms_operator::{Http, OperatorHandle, Settings};
+use qms_operator::{OperatorHandle, Settings};
 use serde_json::{Value, json};
 
 use super::webhook::{post_webhook, sign};
@@ -78,11 +78,7 @@ impl<'a> Rig<'a> {
             github: Some(github_config(&gh, trusted_logins, &env.ns)),
             ..env.settings()
         };
-        let op = qms_operator::start(env.client.clone(), settings, Http::On { extra: None })
-            .await
-            .expect("operator starts");
-        let addr = op.http_addr.expect("HTTP server");
-        op.wait_ready().await;
+        let (op, addr) = start_with_http(env, settings).await;
         Rig {
             env,
             gh,

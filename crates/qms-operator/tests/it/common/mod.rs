@@ -414,3 +414,17 @@ pub fn tools_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin"))
 }
+
+/// Starts the operator on `env` with its HTTP server (webhooks, results, metrics) on the port
+/// `settings` names, and waits until it is ready: the shared start of the GitHub-side harnesses.
+pub async fn start_with_http(
+    env: &Env,
+    settings: Settings,
+) -> (OperatorHandle, std::net::SocketAddr) {
+    let op = qms_operator::start(env.client.clone(), settings, Http::On { extra: None })
+        .await
+        .expect("operator starts");
+    let addr = op.http_addr.expect("HTTP server");
+    op.wait_ready().await;
+    (op, addr)
+}
