@@ -79,7 +79,7 @@ async fn submit(
     let limit = state.settings.max_body_bytes;
     let claims = match credential(&headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -90,7 +90,7 @@ async fn submit(
     }
     let (workflow, uid, phase) = match authorized_task(&state, &claims, &task_id).await {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -112,7 +112,7 @@ async fn submit(
     }
     let result = match validate(&body, limit) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cm = match store::build(&workflow, &task_id, &body, &result.summary()) {
         Ok(cm) => cm,
@@ -134,20 +134,24 @@ async fn submit(
     }
 }
 
+/// A refused request's answer (boxed: a `Response` is large).
+type Refusal = Box<Response>;
+
 /// The bearer token's claims (not verified yet: that needs the workflow's uid).
-fn credential(headers: &HeaderMap) -> Result<token::Claims, Response> {
+fn credential(headers: &HeaderMap) -> Result<token::Claims, Refusal> {
     let Some(bearer) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
     else {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::UNAUTHORIZED,
             "missing credential: send Authorization: Bearer $QMS_RESULT_TOKEN",
-        ));
+        )));
     };
-    token::parse(bearer).ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "malformed credential"))
+    token::parse(bearer)
+        .ok_or_else(|| Box::new(refuse(StatusCode::UNAUTHORIZED, "malformed credential")))
 }
 
 /// The workflow (and its uid) whose task `task_id` the credential is for, and the task's phase.
@@ -155,24 +159,24 @@ async fn authorized_task(
     state: &EndpointState,
     claims: &token::Claims,
     task_id: &str,
-) -> Result<(QmsWorkflow, String, TaskPhase), Response> {
+) -> Result<(QmsWorkflow, String, TaskPhase), Refusal> {
     let workflows: Api<QmsWorkflow> = Api::namespaced(state.client.clone(), &claims.namespace);
     let workflow = match workflows.get_opt(&claims.workflow).await {
         Ok(Some(wf)) => wf,
         Ok(None) => {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::NOT_FOUND,
                 "unknown task: its workflow does not exist",
-            ));
+            )));
         }
-        Err(e) => return Err(unavailable(&e)),
+        Err(e) => return Err(Box::new(unavailable(&e))),
     };
     let uid = workflow.uid().unwrap_or_default();
     if !token::verify(state.settings.key.bytes(), claims, &uid, task_id) {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             "the credential is not valid for this task",
-        ));
+        )));
     }
     let Some(phase) = workflow
         .status
@@ -182,26 +186,30 @@ async fn authorized_task(
         .find(|t| t.job_name == task_id)
         .map(|t| t.phase)
     else {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::NOT_FOUND,
             format!("unknown task {task_id}"),
-        ));
+        )));
     };
     Ok((workflow, uid, phase))
 }
 
 /// The body as an agent result: UTF-8, JSON, and the result format.
-fn validate(body: &[u8], limit: usize) -> Result<AgentResult, Response> {
+fn validate(body: &[u8], limit: usize) -> Result<AgentResult, Refusal> {
     let Ok(text) = std::str::from_utf8(body) else {
-        return Err(refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8"));
+        return Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8",
+        )));
     };
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::BAD_REQUEST,
             format!("result is not valid JSON: {e}"),
-        ));
+        )));
     }
-    qms_engine::result::parse(text, limit).map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, e))
+    qms_engine::result::parse(text, limit)
+        .map_err(|e| Box::new(refuse(StatusCode::UNPROCESSABLE_ENTITY, e)))
 }
 
 /// The answer when creating the result's ConfigMap failed.
