@@ -127,66 +127,32 @@ impl GithubConfig {
     /// Reads the variables (see the crate README) through `get`: `|k| std::env::var(k).ok()` for
     /// the process environment, a map in tests.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let vars = Vars::new(&get);
         let mut cfg = GithubConfig::default();
-        let dir = get("QMS_GITHUB_SECRET_DIR").map(PathBuf::from);
-        let from_dir = |file: &str| -> Result<Option<String>, ConfigError> {
-            match &dir {
-                Some(d) => read_optional(&d.join(file)),
-                None => Ok(None),
-            }
-        };
-
-        if let Some(url) = get("QMS_GITHUB_API_URL") {
+        if let Some(url) = vars.get("QMS_GITHUB_API_URL") {
             cfg.api_base_url = url.trim().trim_end_matches('/').to_owned();
         }
-        let secrets = match get("QMS_GITHUB_WEBHOOK_SECRET") {
-            Some(v) => Some(v),
-            None => from_dir("webhook-secret")?,
-        };
-        cfg.webhook_secrets = secrets.as_deref().map(split_secrets).unwrap_or_default();
-
-        let token = match get("QMS_GITHUB_TOKEN") {
-            Some(v) => Some(v),
-            None => from_dir("token")?,
-        };
-        let app_id = match get("QMS_GITHUB_APP_ID") {
-            Some(v) => Some(v),
-            None => from_dir("app-id")?,
-        };
-        let key = match (
-            get("QMS_GITHUB_PRIVATE_KEY"),
-            get("QMS_GITHUB_PRIVATE_KEY_FILE"),
-        ) {
-            (Some(v), _) => Some(v),
-            (None, Some(path)) => read_optional(Path::new(&path))?,
-            (None, None) => from_dir("private-key")?,
-        };
-        cfg.credentials = match (app_id, key, token) {
-            (Some(id), Some(key), _) => Credentials::App {
-                app_id: id.trim().parse().map_err(|_| ConfigError::Invalid {
-                    var: "QMS_GITHUB_APP_ID",
-                    reason: "expected a number".into(),
-                })?,
-                private_key: Secret::new(key),
-            },
-            (Some(_), None, _) => {
-                return Err(ConfigError::Invalid {
-                    var: "QMS_GITHUB_PRIVATE_KEY",
-                    reason: "an app id is set but no private key".into(),
-                });
-            }
-            (None, _, Some(token)) => Credentials::Token(Secret::new(token.trim())),
-            (None, _, None) => Credentials::None,
-        };
-
-        if let Some(ns) = get("QMS_GITHUB_NAMESPACE") {
+        cfg.webhook_secrets = vars
+            .get_or_file("QMS_GITHUB_WEBHOOK_SECRET", "webhook-secret")?
+            .as_deref()
+            .map(split_secrets)
+            .unwrap_or_default();
+        cfg.credentials = credentials(&vars)?;
+        if let Some(ns) = vars.get("QMS_GITHUB_NAMESPACE") {
             cfg.namespace = ns.trim().to_owned();
         }
-        if let Some(v) = get("QMS_GITHUB_RUN_DRAFTS") {
+        if let Some(v) = vars.get("QMS_GITHUB_RUN_DRAFTS") {
             cfg.run_drafts = parse_bool("QMS_GITHUB_RUN_DRAFTS", &v)?;
         }
-        if let Some(v) = get("QMS_GITHUB_TRUSTED_PERMISSION") {
+        cfg.read_trust(&vars)?;
+        cfg.details_url_template = vars.get("QMS_GITHUB_DETAILS_URL");
+        cfg.read_limits(&vars)?;
+        Ok(cfg)
+    }
+
+    /// Who may run `/qms` commands and whose pull requests run at all.
+    fn read_trust(&mut self, vars: &Vars<'_>) -> Result<(), ConfigError> {
+        if let Some(v) = vars.get("QMS_GITHUB_TRUSTED_PERMISSION") {
             let p = Permission::parse(&v);
             if p == Permission::None {
                 return Err(ConfigError::Invalid {
@@ -194,57 +160,132 @@ impl GithubConfig {
                     reason: format!("{v:?} is not one of read, triage, write, maintain, admin"),
                 });
             }
-            cfg.trusted_permission = p;
+            self.trusted_permission = p;
         }
-        cfg.trusted_logins = get("QMS_GITHUB_TRUSTED_LOGINS")
+        self.trusted_logins = vars
+            .get("QMS_GITHUB_TRUSTED_LOGINS")
             .map(|v| split_list(&v))
             .unwrap_or_default();
-        cfg.trusted_teams = get("QMS_GITHUB_TRUSTED_TEAMS")
+        self.trusted_teams = vars
+            .get("QMS_GITHUB_TRUSTED_TEAMS")
             .map(|v| split_list(&v))
             .unwrap_or_default();
-        if let Some(t) = cfg.trusted_teams.iter().find(|t| !t.contains('/')) {
+        if let Some(t) = self.trusted_teams.iter().find(|t| !t.contains('/')) {
             return Err(ConfigError::Invalid {
                 var: "QMS_GITHUB_TRUSTED_TEAMS",
                 reason: format!("{t:?} is not org/team-slug"),
             });
         }
-        cfg.details_url_template = get("QMS_GITHUB_DETAILS_URL");
-        // A pace of 0 would block every write for ever.
-        let at_least_one = |var: &'static str, v: String| -> Result<u32, ConfigError> {
-            match parse_num(var, &v)? {
-                0 => Err(ConfigError::Invalid {
-                    var,
-                    reason: "must be at least 1".into(),
-                }),
-                n => Ok(n),
-            }
-        };
-        if let Some(v) = get("QMS_GITHUB_WRITES_PER_MINUTE") {
-            cfg.writes_per_minute = at_least_one("QMS_GITHUB_WRITES_PER_MINUTE", v)?;
+        Ok(())
+    }
+
+    /// Write pacing, request and output sizes, the permission cache.
+    fn read_limits(&mut self, vars: &Vars<'_>) -> Result<(), ConfigError> {
+        if let Some(v) = vars.get("QMS_GITHUB_WRITES_PER_MINUTE") {
+            self.writes_per_minute = at_least_one("QMS_GITHUB_WRITES_PER_MINUTE", v)?;
         }
-        if let Some(v) = get("QMS_GITHUB_WRITES_PER_HOUR") {
-            cfg.writes_per_hour = at_least_one("QMS_GITHUB_WRITES_PER_HOUR", v)?;
+        if let Some(v) = vars.get("QMS_GITHUB_WRITES_PER_HOUR") {
+            self.writes_per_hour = at_least_one("QMS_GITHUB_WRITES_PER_HOUR", v)?;
         }
-        if let Some(v) = get("QMS_GITHUB_MAX_BODY_BYTES") {
-            cfg.max_body_bytes = parse_num("QMS_GITHUB_MAX_BODY_BYTES", &v)?;
+        if let Some(v) = vars.get("QMS_GITHUB_MAX_BODY_BYTES") {
+            self.max_body_bytes = parse_num("QMS_GITHUB_MAX_BODY_BYTES", &v)?;
         }
-        if let Some(v) = get("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN") {
+        if let Some(v) = vars.get("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN") {
             // 0 is allowed: findings are then only counted in the summary.
-            cfg.max_annotations_per_check_run =
+            self.max_annotations_per_check_run =
                 parse_num("QMS_GITHUB_MAX_ANNOTATIONS_PER_CHECK_RUN", &v)?;
         }
-        if let Some(v) = get("QMS_GITHUB_PERMISSION_CACHE_TTL") {
+        if let Some(v) = vars.get("QMS_GITHUB_PERMISSION_CACHE_TTL") {
             // Seconds; 0 turns the cache off.
-            cfg.permission_cache_ttl = std::time::Duration::from_secs(parse_num(
+            self.permission_cache_ttl = std::time::Duration::from_secs(parse_num(
                 "QMS_GITHUB_PERMISSION_CACHE_TTL",
                 v.trim().trim_end_matches('s'),
             )?);
         }
-        if let Some(v) = get("QMS_GITHUB_PERMISSION_CACHE_SIZE") {
-            cfg.permission_cache_size =
+        if let Some(v) = vars.get("QMS_GITHUB_PERMISSION_CACHE_SIZE") {
+            self.permission_cache_size =
                 at_least_one("QMS_GITHUB_PERMISSION_CACHE_SIZE", v)? as usize;
         }
-        Ok(cfg)
+        Ok(())
+    }
+}
+
+/// The variables as `from_lookup` reads them: blank counts as unset, and a secret may also come
+/// from a file in `QMS_GITHUB_SECRET_DIR`.
+struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    secret_dir: Option<PathBuf>,
+}
+
+impl<'a> Vars<'a> {
+    fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        let mut vars = Self {
+            lookup,
+            secret_dir: None,
+        };
+        vars.secret_dir = vars.get("QMS_GITHUB_SECRET_DIR").map(PathBuf::from);
+        vars
+    }
+
+    fn get(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `var`, else the file `file` of the secret directory (when there is one).
+    fn get_or_file(&self, var: &str, file: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(var) {
+            Some(v) => Ok(Some(v)),
+            None => self.secret_file(file),
+        }
+    }
+
+    fn secret_file(&self, file: &str) -> Result<Option<String>, ConfigError> {
+        match &self.secret_dir {
+            Some(dir) => read_optional(&dir.join(file)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A GitHub App (id + private key) wins over a token; an app id without a key is an error.
+fn credentials(vars: &Vars<'_>) -> Result<Credentials, ConfigError> {
+    let token = vars.get_or_file("QMS_GITHUB_TOKEN", "token")?;
+    let app_id = vars.get_or_file("QMS_GITHUB_APP_ID", "app-id")?;
+    let key = match (
+        vars.get("QMS_GITHUB_PRIVATE_KEY"),
+        vars.get("QMS_GITHUB_PRIVATE_KEY_FILE"),
+    ) {
+        (Some(v), _) => Some(v),
+        (None, Some(path)) => read_optional(Path::new(&path))?,
+        (None, None) => vars.secret_file("private-key")?,
+    };
+    Ok(match (app_id, key, token) {
+        (Some(id), Some(key), _) => Credentials::App {
+            app_id: id.trim().parse().map_err(|_| ConfigError::Invalid {
+                var: "QMS_GITHUB_APP_ID",
+                reason: "expected a number".into(),
+            })?,
+            private_key: Secret::new(key),
+        },
+        (Some(_), None, _) => {
+            return Err(ConfigError::Invalid {
+                var: "QMS_GITHUB_PRIVATE_KEY",
+                reason: "an app id is set but no private key".into(),
+            });
+        }
+        (None, _, Some(token)) => Credentials::Token(Secret::new(token.trim())),
+        (None, _, None) => Credentials::None,
+    })
+}
+
+/// A pace or size of 0 would block every write for ever.
+fn at_least_one(var: &'static str, v: String) -> Result<u32, ConfigError> {
+    match parse_num(var, &v)? {
+        0 => Err(ConfigError::Invalid {
+            var,
+            reason: "must be at least 1".into(),
+        }),
+        n => Ok(n),
     }
 }
 

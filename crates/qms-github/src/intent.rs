@@ -663,78 +663,90 @@ fn check_run(e: &CheckRunEvent, f: &Facts<'_>) -> Outcome {
             short(&wf.spec.head_sha)
         ));
     }
-    let mut spec = wf.spec.clone();
     match e.action.as_str() {
-        // GitHub only offers "Re-run" to users with write access; re-run exactly that step.
-        "rerequested" => {
-            if let Some(step) = &ext.step
-                && f.template.is_some_and(|t| t.spec.step(step).is_none())
-            {
-                return Outcome::Ignore(format!("the template has no step {step:?}"));
-            }
-            spec.retry = Some(RetryRequest {
-                id: f.delivery.short_id("rerequested"),
-                step: ext.step.clone(),
-                by: Some(e.sender.login.clone()),
-            });
-            Outcome::Apply {
-                change: Change::UpdateSpec(Box::new(spec)),
-                reply: None,
-                note: format!(
-                    "re-run of {} requested",
-                    ext.step.as_deref().unwrap_or("the failed step")
-                ),
-            }
-        }
-        "requested_action" => {
-            let decision = match e.requested_action.as_ref().map(|a| a.identifier.as_str()) {
-                Some("approve") => Decision::Approve,
-                Some("reject") => Decision::Reject,
-                other => {
-                    return Outcome::Ignore(format!("requested action {other:?} is not handled"));
-                }
-            };
-            if f.trusted != Some(true) {
-                return Outcome::Reply(format!(
-                    "@{} you are not allowed to approve or reject this review; nothing was changed.",
-                    e.sender.login
-                ));
-            }
-            let Some(step) = ext.step.clone() else {
-                return Outcome::Ignore("requested action on the summary check".into());
-            };
-            let is_manual = f
-                .template
-                .and_then(|t| t.spec.step(&step))
-                .is_some_and(|s| s.type_ == StepType::Manual);
-            if !is_manual {
-                return Outcome::Ignore(format!("step {step:?} is not a manual step"));
-            }
-            let reason = match decision {
-                Decision::Approve => "approved with the check run's Approve button",
-                Decision::Reject => "rejected with the check run's Reject button",
-            };
-            if let Err(msg) = decide_step(
-                decision,
-                reason,
-                &e.sender.login,
-                wf,
-                &mut spec,
-                f,
-                Some(&step),
-            ) {
-                return Outcome::Reply(msg);
-            }
-            if spec == wf.spec {
-                return Outcome::Ignore("decision already recorded".into());
-            }
-            Outcome::Apply {
-                change: Change::UpdateSpec(Box::new(spec)),
-                reply: None,
-                note: format!("{step} {reason} by {}", e.sender.login),
-            }
-        }
+        "rerequested" => rerun_requested(e, f, wf, &ext),
+        "requested_action" => button_pressed(e, f, wf, &ext),
         other => Outcome::Ignore(format!("check_run action {other:?} is not handled")),
+    }
+}
+
+/// "Re-run" on a check run: GitHub only offers it to users with write access; re-run exactly that
+/// step.
+fn rerun_requested(
+    e: &CheckRunEvent,
+    f: &Facts<'_>,
+    wf: &QmsWorkflow,
+    ext: &ExternalId,
+) -> Outcome {
+    if let Some(step) = &ext.step
+        && f.template.is_some_and(|t| t.spec.step(step).is_none())
+    {
+        return Outcome::Ignore(format!("the template has no step {step:?}"));
+    }
+    let mut spec = wf.spec.clone();
+    spec.retry = Some(RetryRequest {
+        id: f.delivery.short_id("rerequested"),
+        step: ext.step.clone(),
+        by: Some(e.sender.login.clone()),
+    });
+    Outcome::Apply {
+        change: Change::UpdateSpec(Box::new(spec)),
+        reply: None,
+        note: format!(
+            "re-run of {} requested",
+            ext.step.as_deref().unwrap_or("the failed step")
+        ),
+    }
+}
+
+/// The Approve or Reject button of a manual step's check run (trusted senders only).
+fn button_pressed(e: &CheckRunEvent, f: &Facts<'_>, wf: &QmsWorkflow, ext: &ExternalId) -> Outcome {
+    let decision = match e.requested_action.as_ref().map(|a| a.identifier.as_str()) {
+        Some("approve") => Decision::Approve,
+        Some("reject") => Decision::Reject,
+        other => {
+            return Outcome::Ignore(format!("requested action {other:?} is not handled"));
+        }
+    };
+    if f.trusted != Some(true) {
+        return Outcome::Reply(format!(
+            "@{} you are not allowed to approve or reject this review; nothing was changed.",
+            e.sender.login
+        ));
+    }
+    let Some(step) = ext.step.clone() else {
+        return Outcome::Ignore("requested action on the summary check".into());
+    };
+    let is_manual = f
+        .template
+        .and_then(|t| t.spec.step(&step))
+        .is_some_and(|s| s.type_ == StepType::Manual);
+    if !is_manual {
+        return Outcome::Ignore(format!("step {step:?} is not a manual step"));
+    }
+    let reason = match decision {
+        Decision::Approve => "approved with the check run's Approve button",
+        Decision::Reject => "rejected with the check run's Reject button",
+    };
+    let mut spec = wf.spec.clone();
+    if let Err(msg) = decide_step(
+        decision,
+        reason,
+        &e.sender.login,
+        wf,
+        &mut spec,
+        f,
+        Some(&step),
+    ) {
+        return Outcome::Reply(msg);
+    }
+    if spec == wf.spec {
+        return Outcome::Ignore("decision already recorded".into());
+    }
+    Outcome::Apply {
+        change: Change::UpdateSpec(Box::new(spec)),
+        reply: None,
+        note: format!("{step} {reason} by {}", e.sender.login),
     }
 }
 
@@ -767,12 +779,11 @@ fn check_suite(e: &CheckSuiteEvent, f: &Facts<'_>) -> Outcome {
 /// requests); `destroyed` (merged, invalidated, dequeued) deletes it, which stops its Jobs and
 /// completes its open check runs as `cancelled`.
 fn merge_group(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
-    let mg = &e.merge_group;
     match e.action.as_str() {
-        "checks_requested" => {}
+        "checks_requested" => merge_group_requested(e, f),
         "destroyed" => {
             let reason = e.reason.as_deref().unwrap_or("destroyed");
-            return match f.workflow {
+            match f.workflow {
                 Some(wf) if being_deleted(wf) => Outcome::Ignore("already being cancelled".into()),
                 Some(_) => Outcome::Apply {
                     change: Change::Delete,
@@ -780,10 +791,15 @@ fn merge_group(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
                     note: format!("merge group {reason}: review cancelled"),
                 },
                 None => Outcome::Ignore(format!("merge group {reason}; no review to cancel")),
-            };
+            }
         }
-        other => return Outcome::Ignore(format!("merge_group action {other:?} is not handled")),
+        other => Outcome::Ignore(format!("merge_group action {other:?} is not handled")),
     }
+}
+
+/// `checks_requested`: the group's review, unless it exists or the payload cannot name one.
+fn merge_group_requested(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
+    let mg = &e.merge_group;
     if let Some(wf) = f.workflow {
         // The name is derived from the head SHA: the same group, asked again.
         return Outcome::Ignore(if being_deleted(wf) {
@@ -807,6 +823,18 @@ fn merge_group(e: &MergeGroupEvent, f: &Facts<'_>) -> Outcome {
             mg.head_ref
         ));
     };
+    merge_group_review(e, f, template, pr)
+}
+
+/// The new QmsWorkflow of merge group `e` (pull request `pr`) with `template`.
+fn merge_group_review(
+    e: &MergeGroupEvent,
+    f: &Facts<'_>,
+    template: &WorkflowTemplate,
+    pr: u64,
+) -> Outcome {
+    let mg = &e.merge_group;
+    let repository = e.repository.full_name.as_str();
     let name = naming::merge_group_workflow_name(repository, pr, &mg.head_sha);
     let labels = BTreeMap::from([
         (

@@ -179,7 +179,19 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let m = Self::unregistered();
         let mut registry = Registry::default();
+        m.register_workflow_metrics(&mut registry);
+        m.register_agent_metrics(&mut registry);
+        m.register_controller_metrics(&mut registry);
+        m.register_github_metrics(&mut registry);
+        m.register_config_metrics(&mut registry);
+        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        m
+    }
+
+    /// Every metric at its zero value, none registered yet.
+    fn unregistered() -> Self {
         // Reviews take seconds to hours: 1 s … ~9 h.
         let workflow_duration = Family::<WorkflowLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(1.0, 2.0, 16))) as fn() -> Histogram,
@@ -215,94 +227,117 @@ impl Metrics {
                 .config_reloads
                 .get_or_create(&ConfigReloadLabels { result });
         }
+        m
+    }
+
+    /// Workflow runs and their gates (`qms_workflow*`, `qms_quality_gate_results`).
+    fn register_workflow_metrics(&self, registry: &mut Registry) {
         registry.register(
             "qms_workflow_duration_seconds",
             "Duration of QMS workflow execution (start of the run to its final state)",
-            m.workflow_duration.clone(),
+            self.workflow_duration.clone(),
         );
         registry.register(
             "qms_quality_gate_results",
             "Total quality gate results",
-            m.gate_results.clone(),
+            self.gate_results.clone(),
         );
-        registry.register("qms_workflows", "Workflows by state", m.workflows.clone());
+        registry.register(
+            "qms_workflows",
+            "Workflows by state",
+            self.workflows.clone(),
+        );
+    }
+
+    /// Agent load and health (`qms_agent_*`), as the scheduler sees them.
+    fn register_agent_metrics(&self, registry: &mut Registry) {
         registry.register(
             "qms_agent_running_tasks",
             "Unfinished Jobs per agent (live load)",
-            m.agent_running.clone(),
+            self.agent_running.clone(),
         );
         registry.register(
             "qms_agent_capacity",
             "loadCapacity per agent (utilization = running_tasks / capacity)",
-            m.agent_capacity.clone(),
+            self.agent_capacity.clone(),
         );
         registry.register(
             "qms_agent_healthy",
             "1 while the agent takes new tasks, 0 while its failed or timed-out tasks within its health window reach failureThreshold",
-            m.agent_healthy.clone(),
+            self.agent_healthy.clone(),
         );
-        registry.register(
-            "qms_github_webhook_duration_seconds",
-            "Time to answer one GitHub webhook delivery (POST /webhooks/github)",
-            m.webhook_duration.clone(),
-        );
+    }
+
+    /// The controllers at work: reconciles, their actions on the API server, leadership.
+    fn register_controller_metrics(&self, registry: &mut Registry) {
         registry.register(
             "qms_reconciles",
             "Reconciles per controller",
-            m.reconciles.clone(),
+            self.reconciles.clone(),
         );
         registry.register(
             "qms_reconcile_duration_seconds",
             "Duration of one reconcile",
-            m.reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
         registry.register(
             "qms_reconcile_errors",
             "Failed reconciles by error category",
-            m.reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
         registry.register(
             "qms_actions",
             "Actions performed on the API server by outcome",
-            m.actions.clone(),
+            self.actions.clone(),
         );
         registry.register(
             "qms_cache_gap_reads",
             "Reads from the API server of what a lagging watch had not delivered yet (a running task's Job, a finished Job's Pods)",
-            m.cache_gap_reads.clone(),
-        );
-        registry.register(
-            "qms_github_check_syncs",
-            "GitHub check-run syncs by outcome",
-            m.github_syncs.clone(),
-        );
-        registry.register(
-            "qms_github_check_writes",
-            "Write requests made to GitHub by the check-run sync",
-            m.github_writes.clone(),
+            self.cache_gap_reads.clone(),
         );
         registry.register(
             "qms_leader",
             "1 while this replica runs the controllers (holds the leader-election Lease, or runs without leader election), 0 on a standby",
-            m.leader.clone(),
+            self.leader.clone(),
         );
+    }
+
+    /// The GitHub side: webhook deliveries in, check-run syncs out.
+    fn register_github_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "qms_github_webhook_duration_seconds",
+            "Time to answer one GitHub webhook delivery (POST /webhooks/github)",
+            self.webhook_duration.clone(),
+        );
+        registry.register(
+            "qms_github_check_syncs",
+            "GitHub check-run syncs by outcome",
+            self.github_syncs.clone(),
+        );
+        registry.register(
+            "qms_github_check_writes",
+            "Write requests made to GitHub by the check-run sync",
+            self.github_writes.clone(),
+        );
+    }
+
+    /// The `--config` file in force and its reloads.
+    fn register_config_metrics(&self, registry: &mut Registry) {
         registry.register(
             "qms_config_reloads",
             "Changes of the --config file handled without a restart, by result (applied, or rejected: the last good configuration stays in force)",
-            m.config_reloads.clone(),
+            self.config_reloads.clone(),
         );
         registry.register(
             "qms_config_last_reload_success_timestamp_seconds",
             "Unix time the configuration in force was loaded (start-up or the last applied reload)",
-            m.config_last_success.clone(),
+            self.config_last_success.clone(),
         );
         registry.register(
             "qms_config_hash",
             "48-bit hash of the --config file text in force (0 without a file); differs between replicas while a change is rolling out",
-            m.config_hash.clone(),
+            self.config_hash.clone(),
         );
-        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
-        m
     }
 
     /// Adds metrics computed at scrape time (the GitHub webhook counters).

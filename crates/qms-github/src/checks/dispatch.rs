@@ -3,7 +3,7 @@
 //! `quality_gate_passed`, `workflow_failed`. Pure: status → the occurrences that exist now, each
 //! with a stable key; `sync` sends those whose key is not yet in `status.dispatches`.
 
-use qms_api::{QmsWorkflow, StepPhase, WorkflowTemplateSpec};
+use qms_api::{QmsWorkflow, QmsWorkflowStatus, StepPhase, StepStatus, WorkflowTemplateSpec};
 use serde_json::{Value, json};
 
 pub const EVENT_TYPE: &str = "qms_workflow";
@@ -36,66 +36,24 @@ pub fn desired_dispatches(
     {
         return Vec::new();
     }
-    let run = status.run;
-    let workflow = format!(
-        "{}/{}",
-        wf.metadata.namespace.as_deref().unwrap_or(""),
-        wf.metadata.name.as_deref().unwrap_or("")
-    );
-    // GitHub allows at most 10 top-level properties in client_payload.
-    let payload = |kind: &str, step: Option<&str>, gate: Value| {
-        json!({
-            "event_type": EVENT_TYPE,
-            "client_payload": {
-                "type": kind,
-                "workflow": workflow,
-                "repository": wf.spec.repository,
-                "pull_request": wf.spec.pull_request,
-                "sha": wf.spec.head_sha,
-                "run": run,
-                "state": status.state.as_str(),
-                "step": step,
-                "gate": gate,
-                "correlation_id": status.correlation_id,
-            }
-        })
+    let payload = Payload {
+        wf,
+        status,
+        workflow: format!(
+            "{}/{}",
+            wf.metadata.namespace.as_deref().unwrap_or(""),
+            wf.metadata.name.as_deref().unwrap_or("")
+        ),
     };
+    let run = status.run;
     let mut out = Vec::new();
     for step in &status.steps {
-        let done = matches!(
-            step.phase,
-            StepPhase::Succeeded | StepPhase::Failed | StepPhase::Skipped
-        );
-        if done && wanted("step_completed") {
-            out.push(DispatchEvent {
-                key: format!("{run}/step_completed/{}", step.name),
-                body: payload(
-                    "step_completed",
-                    Some(&step.name),
-                    json!({ "phase": format!("{:?}", step.phase) }),
-                ),
-            });
-        }
-        if wanted("quality_gate_passed") {
-            for g in step.gates.iter().filter(|g| g.verdict.passes()) {
-                out.push(DispatchEvent {
-                    key: format!("{run}/quality_gate_passed/{}/{}", step.name, g.name),
-                    body: payload(
-                        "quality_gate_passed",
-                        Some(&step.name),
-                        json!({
-                            "name": g.name, "metric": g.metric, "value": g.value,
-                            "threshold": g.threshold, "verdict": g.verdict,
-                        }),
-                    ),
-                });
-            }
-        }
+        step_events(&payload, step, &wanted, &mut out);
     }
     if status.state.is_failure() && wanted("workflow_failed") {
         out.push(DispatchEvent {
             key: format!("{run}/workflow_failed"),
-            body: payload(
+            body: payload.body(
                 "workflow_failed",
                 status.current_step.as_deref(),
                 Value::Null,
@@ -103,4 +61,72 @@ pub fn desired_dispatches(
         });
     }
     out
+}
+
+/// The occurrences of one step: completed, and each of its gates that passed.
+fn step_events(
+    payload: &Payload<'_>,
+    step: &StepStatus,
+    wanted: &dyn Fn(&str) -> bool,
+    out: &mut Vec<DispatchEvent>,
+) {
+    let run = payload.status.run;
+    let done = matches!(
+        step.phase,
+        StepPhase::Succeeded | StepPhase::Failed | StepPhase::Skipped
+    );
+    if done && wanted("step_completed") {
+        out.push(DispatchEvent {
+            key: format!("{run}/step_completed/{}", step.name),
+            body: payload.body(
+                "step_completed",
+                Some(&step.name),
+                json!({ "phase": format!("{:?}", step.phase) }),
+            ),
+        });
+    }
+    if wanted("quality_gate_passed") {
+        for g in step.gates.iter().filter(|g| g.verdict.passes()) {
+            out.push(DispatchEvent {
+                key: format!("{run}/quality_gate_passed/{}/{}", step.name, g.name),
+                body: payload.body(
+                    "quality_gate_passed",
+                    Some(&step.name),
+                    json!({
+                        "name": g.name, "metric": g.metric, "value": g.value,
+                        "threshold": g.threshold, "verdict": g.verdict,
+                    }),
+                ),
+            });
+        }
+    }
+}
+
+/// What every event of one workflow run carries.
+struct Payload<'a> {
+    wf: &'a QmsWorkflow,
+    status: &'a QmsWorkflowStatus,
+    /// `<namespace>/<name>`.
+    workflow: String,
+}
+
+impl Payload<'_> {
+    /// GitHub allows at most 10 top-level properties in client_payload.
+    fn body(&self, kind: &str, step: Option<&str>, gate: Value) -> Value {
+        json!({
+            "event_type": EVENT_TYPE,
+            "client_payload": {
+                "type": kind,
+                "workflow": self.workflow,
+                "repository": self.wf.spec.repository,
+                "pull_request": self.wf.spec.pull_request,
+                "sha": self.wf.spec.head_sha,
+                "run": self.status.run,
+                "state": self.status.state.as_str(),
+                "step": step,
+                "gate": gate,
+                "correlation_id": self.status.correlation_id,
+            }
+        })
+    }
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use qms_api::{
-    GateResult, GateVerdict, QmsWorkflow, StepPhase, StepStatus, StepType, TaskPhase,
-    WorkflowState, WorkflowTemplateSpec,
+    GateResult, GateVerdict, QmsWorkflow, QmsWorkflowStatus, StepPhase, StepStatus, StepType,
+    TaskPhase, WorkflowState, WorkflowTemplateSpec,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -292,9 +292,51 @@ fn step_check(
     step: &StepStatus,
     step_type: Option<StepType>,
 ) -> Option<DesiredCheck> {
-    let state = ctx.state();
+    let (status, conclusion) = step_outcome(ctx.state(), step)?;
+    let waiting = step.phase == StepPhase::WaitingForApproval;
+    let (passed, total) = gate_counts(&step.gates);
+    let title = format!(
+        "{}: {}{}",
+        step.name,
+        phase_word(step.phase, conclusion),
+        if total > 0 {
+            format!(" ({passed}/{total} gates passed)")
+        } else {
+            String::new()
+        }
+    );
+    let summary = step_summary(ctx, step, step_type, status, conclusion);
+    let text = step_text(step);
+    let actions = if waiting {
+        approval_actions()
+    } else {
+        Vec::new()
+    };
+    Some(finish(DesiredCheck {
+        name: format!("{SUMMARY_CHECK} / {}", step.name),
+        step: Some(step.name.clone()),
+        run: ctx.run,
+        head_sha: ctx.head.clone(),
+        external_id: ctx.external_id(Some(&step.name)),
+        status,
+        conclusion,
+        title,
+        summary,
+        text,
+        actions,
+        details_url: ctx.details_url(Some(&step.name)),
+        fingerprint: String::new(),
+    }))
+}
+
+/// A step's check-run status and conclusion in a run in `state`; `None` while it has no check run
+/// yet (pending in a running review).
+fn step_outcome(
+    state: WorkflowState,
+    step: &StepStatus,
+) -> Option<(CheckStatus, Option<Conclusion>)> {
     let open = matches!(step.phase, StepPhase::Running | StepPhase::Backoff);
-    let (status, conclusion) = match step.phase {
+    Some(match step.phase {
         // A step the run ended before: it still gets a concluded check run, so a check that is
         // required never waits for a step that will not run. Fail closed: only a completed run
         // can mark it skipped (GitHub counts skipped as passing); otherwise it is cancelled.
@@ -338,19 +380,19 @@ fn step_check(
             }),
         ),
         StepPhase::Skipped => (CheckStatus::Completed, Some(Conclusion::Skipped)),
-    };
+    })
+}
+
+/// The Markdown summary of a step's check run.
+fn step_summary(
+    ctx: &Ctx<'_>,
+    step: &StepStatus,
+    step_type: Option<StepType>,
+    status: CheckStatus,
+    conclusion: Option<Conclusion>,
+) -> String {
+    let state = ctx.state();
     let waiting = step.phase == StepPhase::WaitingForApproval;
-    let (passed, total) = gate_counts(&step.gates);
-    let title = format!(
-        "{}: {}{}",
-        step.name,
-        phase_word(step.phase, conclusion),
-        if total > 0 {
-            format!(" ({passed}/{total} gates passed)")
-        } else {
-            String::new()
-        }
-    );
     let mut summary = String::new();
     // A completed step's output does not mention the (moving) workflow state, so finishing later
     // steps does not rewrite it.
@@ -392,38 +434,23 @@ fn step_check(
     gate_table(&mut summary, &step.gates);
     agents(&mut summary, step);
     ctx.link(&mut summary, Some(&step.name));
-    let text = step_text(step);
-    let actions = if waiting {
-        vec![
-            CheckAction {
-                label: "Approve".into(),
-                description: "Approve this step for this commit".into(),
-                identifier: "approve".into(),
-            },
-            CheckAction {
-                label: "Reject".into(),
-                description: "Reject this step for this commit".into(),
-                identifier: "reject".into(),
-            },
-        ]
-    } else {
-        Vec::new()
-    };
-    Some(finish(DesiredCheck {
-        name: format!("{SUMMARY_CHECK} / {}", step.name),
-        step: Some(step.name.clone()),
-        run: ctx.run,
-        head_sha: ctx.head.clone(),
-        external_id: ctx.external_id(Some(&step.name)),
-        status,
-        conclusion,
-        title,
-        summary,
-        text,
-        actions,
-        details_url: ctx.details_url(Some(&step.name)),
-        fingerprint: String::new(),
-    }))
+    summary
+}
+
+/// The Approve / Reject buttons of a step waiting for a decision.
+fn approval_actions() -> Vec<CheckAction> {
+    vec![
+        CheckAction {
+            label: "Approve".into(),
+            description: "Approve this step for this commit".into(),
+            identifier: "approve".into(),
+        },
+        CheckAction {
+            label: "Reject".into(),
+            description: "Reject this step for this commit".into(),
+            identifier: "reject".into(),
+        },
+    ]
 }
 
 fn summary_check(ctx: &Ctx<'_>, template: Option<&WorkflowTemplateSpec>) -> DesiredCheck {
@@ -432,21 +459,7 @@ fn summary_check(ctx: &Ctx<'_>, template: Option<&WorkflowTemplateSpec>) -> Desi
     let all_gates: Vec<&GateResult> = status_ref
         .map(|s| s.steps.iter().flat_map(|st| st.gates.iter()).collect())
         .unwrap_or_default();
-    let (status, conclusion) = match state {
-        WorkflowState::Initialized => (CheckStatus::Queued, None),
-        WorkflowState::Completed => (
-            CheckStatus::Completed,
-            Some(
-                if all_gates.iter().any(|g| g.verdict == GateVerdict::Warning) {
-                    Conclusion::Neutral
-                } else {
-                    Conclusion::Success
-                },
-            ),
-        ),
-        s if s.is_failure() => (CheckStatus::Completed, Some(Conclusion::Failure)),
-        _ => (CheckStatus::InProgress, None),
-    };
+    let (status, conclusion) = summary_outcome(state, &all_gates);
     let passed = all_gates.iter().filter(|g| g.verdict.passes()).count();
     let title = format!(
         "{}{}",
@@ -460,44 +473,14 @@ fn summary_check(ctx: &Ctx<'_>, template: Option<&WorkflowTemplateSpec>) -> Desi
     let mut summary = String::new();
     ctx.header(&mut summary);
     let steps = ordered_steps(ctx.wf, template);
-    if !steps.is_empty() {
-        let _ = writeln!(
-            summary,
-            "| Step | Phase | Attempt | Gates |\n|---|---|---|---|"
-        );
-        for s in &steps {
-            let (p, t) = gate_counts(&s.gates);
-            let _ = writeln!(
-                summary,
-                "| {} | {} | {} | {p}/{t} |",
-                cell(&s.name),
-                phase_word(s.phase, None),
-                s.attempt
-            );
-        }
-    }
+    steps_table(&mut summary, &steps);
     let owned: Vec<GateResult> = all_gates.iter().map(|g| (*g).clone()).collect();
     gate_table(&mut summary, &owned);
     for s in &steps {
         agents(&mut summary, s);
     }
     ctx.link(&mut summary, None);
-    let mut text = String::new();
-    if let Some(st) = status_ref
-        && !st.history.is_empty()
-    {
-        let _ = writeln!(text, "### History\n");
-        for t in &st.history {
-            let _ = writeln!(
-                text,
-                "- {} {} → {}: {}",
-                t.at,
-                t.from,
-                t.to,
-                one_line(&t.reason)
-            );
-        }
-    }
+    let text = status_ref.map(history_text).unwrap_or_default();
     finish(DesiredCheck {
         name: SUMMARY_CHECK.to_owned(),
         step: None,
@@ -513,6 +496,70 @@ fn summary_check(ctx: &Ctx<'_>, template: Option<&WorkflowTemplateSpec>) -> Desi
         details_url: ctx.details_url(None),
         fingerprint: String::new(),
     })
+}
+
+/// The summary check run's status and conclusion: the review's state; a warning makes a
+/// completed review neutral.
+fn summary_outcome(
+    state: WorkflowState,
+    all_gates: &[&GateResult],
+) -> (CheckStatus, Option<Conclusion>) {
+    match state {
+        WorkflowState::Initialized => (CheckStatus::Queued, None),
+        WorkflowState::Completed => (
+            CheckStatus::Completed,
+            Some(
+                if all_gates.iter().any(|g| g.verdict == GateVerdict::Warning) {
+                    Conclusion::Neutral
+                } else {
+                    Conclusion::Success
+                },
+            ),
+        ),
+        s if s.is_failure() => (CheckStatus::Completed, Some(Conclusion::Failure)),
+        _ => (CheckStatus::InProgress, None),
+    }
+}
+
+/// One row per step: phase, attempt, gates passed.
+fn steps_table(summary: &mut String, steps: &[&StepStatus]) {
+    if steps.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        summary,
+        "| Step | Phase | Attempt | Gates |\n|---|---|---|---|"
+    );
+    for s in steps {
+        let (p, t) = gate_counts(&s.gates);
+        let _ = writeln!(
+            summary,
+            "| {} | {} | {} | {p}/{t} |",
+            cell(&s.name),
+            phase_word(s.phase, None),
+            s.attempt
+        );
+    }
+}
+
+/// The run's state transitions, oldest first (empty without any).
+fn history_text(status: &QmsWorkflowStatus) -> String {
+    let mut text = String::new();
+    if status.history.is_empty() {
+        return text;
+    }
+    let _ = writeln!(text, "### History\n");
+    for t in &status.history {
+        let _ = writeln!(
+            text,
+            "- {} {} → {}: {}",
+            t.at,
+            t.from,
+            t.to,
+            one_line(&t.reason)
+        );
+    }
+    text
 }
 
 /// Cuts outputs to GitHub's limits and computes the fingerprint.

@@ -184,52 +184,12 @@ async fn converge_one(
         .position(|r| r.name == d.name && r.run == d.run);
     // Whether `annotations_sent` is known to match what GitHub holds (true once this call
     // created the check run or read its count).
-    let mut counted = false;
-    let idx = match pos {
-        Some(i) => i,
-        None => {
-            // Adopt a check run created before a crash lost its id (same external_id), with the
-            // annotations GitHub says it already holds.
-            let existing = client
-                .list_check_runs(inst, repo, &d.head_sha, &d.name)
-                .await?;
-            if let Some(found) = existing
-                .iter()
-                .find(|c| c.external_id.as_deref() == Some(d.external_id.as_str()))
-            {
-                counted = true;
-                records.push(CheckRunRef {
-                    name: d.name.clone(),
-                    step: d.step.clone(),
-                    run: d.run,
-                    head_sha: d.head_sha.clone(),
-                    id: found.id,
-                    status: found.status.clone(),
-                    conclusion: found.conclusion.clone(),
-                    fingerprint: None,
-                    annotations_sent: found.output.annotations_count,
-                });
-            } else {
-                let batch = annotation_batches(anns, 0).first().copied().unwrap_or(&[]);
-                let id = client
-                    .create_check_run(inst, repo, &check_body(client, d, batch, true))
-                    .await?;
-                report.writes += 1;
-                counted = true;
-                records.push(CheckRunRef {
-                    name: d.name.clone(),
-                    step: d.step.clone(),
-                    run: d.run,
-                    head_sha: d.head_sha.clone(),
-                    id,
-                    status: d.status.as_str().to_owned(),
-                    conclusion: d.conclusion.map(|c| c.as_str().to_owned()),
-                    fingerprint: Some(d.fingerprint.clone()),
-                    annotations_sent: batch.len() as u32,
-                });
-            }
-            records.len() - 1
-        }
+    let (idx, counted) = match pos {
+        Some(i) => (i, false),
+        None => (
+            adopt_or_create(client, inst, repo, d, anns, records, report).await?,
+            true,
+        ),
     };
     let rec = &mut records[idx];
     let reopen = rec.status == "completed" && d.status != CheckStatus::Completed;
@@ -276,9 +236,72 @@ async fn converge_one(
     if reopen {
         return Ok(());
     }
-    // The rest of the annotations, 50 per update (GitHub appends them). Progress is kept in the
-    // record after each request, so a rate limit or an error stops here and the next sync
-    // continues with the next batch.
+    send_remaining_annotations(client, inst, repo, d, anns, rec, report).await
+}
+
+/// The record of a check run this sync has no id of: adopted when it exists on GitHub (created
+/// before a crash lost its id: same external_id, with the annotations GitHub says it holds), else
+/// created with the first batch of annotations. Returns its index in `records`.
+async fn adopt_or_create(
+    client: &GithubClient,
+    inst: Option<u64>,
+    repo: &str,
+    d: &DesiredCheck,
+    anns: &[CheckAnnotation],
+    records: &mut Vec<CheckRunRef>,
+    report: &mut SyncReport,
+) -> Result<usize, GithubError> {
+    let existing = client
+        .list_check_runs(inst, repo, &d.head_sha, &d.name)
+        .await?;
+    if let Some(found) = existing
+        .iter()
+        .find(|c| c.external_id.as_deref() == Some(d.external_id.as_str()))
+    {
+        records.push(CheckRunRef {
+            name: d.name.clone(),
+            step: d.step.clone(),
+            run: d.run,
+            head_sha: d.head_sha.clone(),
+            id: found.id,
+            status: found.status.clone(),
+            conclusion: found.conclusion.clone(),
+            fingerprint: None,
+            annotations_sent: found.output.annotations_count,
+        });
+    } else {
+        let batch = annotation_batches(anns, 0).first().copied().unwrap_or(&[]);
+        let id = client
+            .create_check_run(inst, repo, &check_body(client, d, batch, true))
+            .await?;
+        report.writes += 1;
+        records.push(CheckRunRef {
+            name: d.name.clone(),
+            step: d.step.clone(),
+            run: d.run,
+            head_sha: d.head_sha.clone(),
+            id,
+            status: d.status.as_str().to_owned(),
+            conclusion: d.conclusion.map(|c| c.as_str().to_owned()),
+            fingerprint: Some(d.fingerprint.clone()),
+            annotations_sent: batch.len() as u32,
+        });
+    }
+    Ok(records.len() - 1)
+}
+
+/// The rest of the annotations, 50 per update (GitHub appends them). Progress is kept in the
+/// record after each request, so a rate limit or an error stops here and the next sync continues
+/// with the next batch.
+async fn send_remaining_annotations(
+    client: &GithubClient,
+    inst: Option<u64>,
+    repo: &str,
+    d: &DesiredCheck,
+    anns: &[CheckAnnotation],
+    rec: &mut CheckRunRef,
+    report: &mut SyncReport,
+) -> Result<(), GithubError> {
     let pending: Vec<&[CheckAnnotation]> = annotation_batches(anns, rec.annotations_sent as usize);
     for batch in pending {
         let body = json!({

@@ -29,6 +29,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use qms_api::{QmsWorkflow, TaskPhase};
+use qms_engine::result::AgentResult;
 use serde_json::json;
 
 use super::{ResultsSettings, store, token};
@@ -76,19 +77,9 @@ async fn submit(
     body: Body,
 ) -> Response {
     let limit = state.settings.max_body_bytes;
-    let Some(bearer) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "missing credential: send Authorization: Bearer $QMS_RESULT_TOKEN",
-        );
-    };
-    let Some(claims) = token::parse(bearer) else {
-        return refuse(StatusCode::UNAUTHORIZED, "malformed credential");
+    let claims = match credential(&headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -97,35 +88,10 @@ async fn submit(
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(limit);
     }
-    let workflows: Api<QmsWorkflow> = Api::namespaced(state.client.clone(), &claims.namespace);
-    let workflow = match workflows.get_opt(&claims.workflow).await {
-        Ok(Some(wf)) => wf,
-        Ok(None) => {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                "unknown task: its workflow does not exist",
-            );
-        }
-        Err(e) => return unavailable(&e),
+    let (workflow, uid, phase) = match authorized_task(&state, &claims, &task_id).await {
+        Ok(t) => t,
+        Err(r) => return *r,
     };
-    let uid = workflow.uid().unwrap_or_default();
-    if !token::verify(state.settings.key.bytes(), &claims, &uid, &task_id) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "the credential is not valid for this task",
-        );
-    }
-    let Some(task) = workflow
-        .status
-        .iter()
-        .flat_map(|s| &s.steps)
-        .flat_map(|s| &s.tasks)
-        .find(|t| t.job_name == task_id)
-    else {
-        return refuse(StatusCode::NOT_FOUND, format!("unknown task {task_id}"));
-    };
-    let ended = !matches!(task.phase, TaskPhase::Pending | TaskPhase::Running);
-
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => return too_large(limit),
@@ -138,27 +104,15 @@ async fn submit(
         Ok(_) => {}
         Err(e) => return unavailable(&e),
     }
-    if ended {
+    if !matches!(phase, TaskPhase::Pending | TaskPhase::Running) {
         return refuse(
             StatusCode::CONFLICT,
-            format!(
-                "task {task_id} has ended ({:?}): its result can no longer change",
-                task.phase
-            ),
+            format!("task {task_id} has ended ({phase:?}): its result can no longer change"),
         );
     }
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8");
-    };
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("result is not valid JSON: {e}"),
-        );
-    }
-    let result = match qms_engine::result::parse(text, limit) {
+    let result = match validate(&body, limit) {
         Ok(r) => r,
-        Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(r) => return *r,
     };
     let cm = match store::build(&workflow, &task_id, &body, &result.summary()) {
         Ok(cm) => cm,
@@ -176,17 +130,107 @@ async fn submit(
                        "annotations": result.annotations.len()}),
             )
         }
+        Err(e) => create_failed(&cms, &e, &digest, &name).await,
+    }
+}
+
+/// A refused request's answer (boxed: a `Response` is large).
+type Refusal = Box<Response>;
+
+/// The bearer token's claims (not verified yet: that needs the workflow's uid).
+fn credential(headers: &HeaderMap) -> Result<token::Claims, Refusal> {
+    let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return Err(Box::new(refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing credential: send Authorization: Bearer $QMS_RESULT_TOKEN",
+        )));
+    };
+    token::parse(bearer)
+        .ok_or_else(|| Box::new(refuse(StatusCode::UNAUTHORIZED, "malformed credential")))
+}
+
+/// The workflow (and its uid) whose task `task_id` the credential is for, and the task's phase.
+async fn authorized_task(
+    state: &EndpointState,
+    claims: &token::Claims,
+    task_id: &str,
+) -> Result<(QmsWorkflow, String, TaskPhase), Refusal> {
+    let workflows: Api<QmsWorkflow> = Api::namespaced(state.client.clone(), &claims.namespace);
+    let workflow = match workflows.get_opt(&claims.workflow).await {
+        Ok(Some(wf)) => wf,
+        Ok(None) => {
+            return Err(Box::new(refuse(
+                StatusCode::NOT_FOUND,
+                "unknown task: its workflow does not exist",
+            )));
+        }
+        Err(e) => return Err(Box::new(unavailable(&e))),
+    };
+    let uid = workflow.uid().unwrap_or_default();
+    if !token::verify(state.settings.key.bytes(), claims, &uid, task_id) {
+        return Err(Box::new(refuse(
+            StatusCode::FORBIDDEN,
+            "the credential is not valid for this task",
+        )));
+    }
+    let Some(phase) = workflow
+        .status
+        .iter()
+        .flat_map(|s| &s.steps)
+        .flat_map(|s| &s.tasks)
+        .find(|t| t.job_name == task_id)
+        .map(|t| t.phase)
+    else {
+        return Err(Box::new(refuse(
+            StatusCode::NOT_FOUND,
+            format!("unknown task {task_id}"),
+        )));
+    };
+    Ok((workflow, uid, phase))
+}
+
+/// The body as an agent result: UTF-8, JSON, and the result format.
+fn validate(body: &[u8], limit: usize) -> Result<AgentResult, Refusal> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8",
+        )));
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("result is not valid JSON: {e}"),
+        )));
+    }
+    qms_engine::result::parse(text, limit)
+        .map_err(|e| Box::new(refuse(StatusCode::UNPROCESSABLE_ENTITY, e)))
+}
+
+/// The answer when creating the result's ConfigMap failed.
+async fn create_failed(
+    cms: &Api<ConfigMap>,
+    e: &kube::Error,
+    digest: &str,
+    name: &str,
+) -> Response {
+    match api_code(e) {
         // Submitted twice at once: the other request stored first.
-        Err(e) if api_code(&e) == Some(409) => match cms.get_opt(&name).await {
-            Ok(Some(cm)) => repeated(&cm, &digest, &name),
-            Ok(None) => unavailable(&e),
+        Some(409) => match cms.get_opt(name).await {
+            Ok(Some(cm)) => repeated(&cm, digest, name),
+            Ok(None) => unavailable(e),
             Err(e) => unavailable(&e),
         },
-        Err(e) if api_code(&e) == Some(413) || api_code(&e) == Some(422) => refuse(
+        Some(413 | 422) => refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "the Kubernetes API refused the stored result as too large",
         ),
-        Err(e) => unavailable(&e),
+        _ => unavailable(e),
     }
 }
 

@@ -165,10 +165,30 @@ pub async fn prepare_job(
         &uid,
         &task_id,
     );
-    let secret = Secret {
+    let secret = token_secret(&ns, wf_name, uid, secret_name.clone(), token);
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &ns);
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {}
+        Err(e) if api_code(&e) == Some(409) => {}
+        Err(e) => return Err(Error::Kube(e)),
+    }
+    let url = format!("{base}{}", result_path(&task_id));
+    give_result_env(job, url, secret_name);
+    Ok(())
+}
+
+/// The task's token Secret, owned by its workflow (deleted with it).
+fn token_secret(
+    ns: &str,
+    wf_name: String,
+    uid: String,
+    secret_name: String,
+    token: String,
+) -> Secret {
+    Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name.clone()),
-            namespace: Some(ns.clone()),
+            name: Some(secret_name),
+            namespace: Some(ns.to_owned()),
             labels: Some(BTreeMap::from([
                 (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
                 (
@@ -189,13 +209,12 @@ pub async fn prepare_job(
         string_data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), token)])),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
-    };
-    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &ns);
-    match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => {}
-        Err(e) if api_code(&e) == Some(409) => {}
-        Err(e) => return Err(Error::Kube(e)),
     }
+}
+
+/// `QMS_RESULT_URL` and `QMS_RESULT_TOKEN` (by `secretKeyRef`) in the Job's first container,
+/// replacing any the template set.
+fn give_result_env(job: &mut Job, url: String, secret_name: String) {
     let container = job
         .spec
         .as_mut()
@@ -206,7 +225,7 @@ pub async fn prepare_job(
         env.retain(|e| e.name != URL_ENV && e.name != TOKEN_ENV);
         env.push(EnvVar {
             name: URL_ENV.to_owned(),
-            value: Some(format!("{base}{}", result_path(&task_id))),
+            value: Some(url),
             value_from: None,
         });
         env.push(EnvVar {
@@ -222,7 +241,6 @@ pub async fn prepare_job(
             }),
         });
     }
-    Ok(())
 }
 
 /// Hook of the workflow reconcile (before deciding, outside the decide lock): for every running
