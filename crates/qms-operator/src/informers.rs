@@ -234,7 +234,7 @@ impl Watches<'_> {
                 .reflect(writer);
             let mut stream = std::pin::pin!(stream);
             let failure_controllers = failure_controllers(cached);
-            let mut listed: Option<(HashSet<String>, HashSet<(String, String)>)> = None;
+            let mut listed: Option<Listed> = None;
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(ev) => {
@@ -274,6 +274,9 @@ impl Watches<'_> {
         });
     }
 }
+
+/// What a re-list listed: uids, and (namespace, name) pairs.
+type Listed = (HashSet<String>, HashSet<(String, String)>);
 
 /// The controllers that keep error-backoff counts (`Shared::failures`) of objects of `cached`.
 fn failure_controllers(cached: Cached) -> Vec<String> {
