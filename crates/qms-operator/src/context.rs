@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use qms_api::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
@@ -102,7 +101,8 @@ pub struct Shared {
     /// The live settings in force (swapped whole by `reload`).
     pub live: std::sync::RwLock<Arc<LiveSettings>>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// Publishes Kubernetes Events (kube's `Recorder` semantics, compact memory).
+    pub recorder: crate::events::EventRecorder,
     pub scopes: Vec<Arc<Scope>>,
     /// Held while one workflow is observed, decided on and its places reserved (no API call
     /// inside, see `decide::decide_and_reserve`), so that two workflows never both take the last
@@ -239,6 +239,22 @@ impl Shared {
         in_flight_by_agent(&mut lock(&self.expected_jobs), namespace, jobs)
     }
 
+    /// Drops the error-backoff counts of `namespace/name` under each of `controllers` (the object
+    /// was deleted: a later object of that name starts afresh, and the map stays sized by what
+    /// is live).
+    pub fn forget_failures(&self, controllers: &[String], namespace: &str, name: &str) {
+        let mut failures = lock(&self.failures);
+        for c in controllers {
+            failures.remove(&crate::controller::failure_key(c, namespace, name));
+        }
+    }
+
+    /// Keeps, of the error-backoff counts under `controllers`, those of objects in `live`
+    /// (namespace, name): after a re-list, a Delete missed while the watch was down.
+    pub fn retain_failures(&self, controllers: &[String], live: &HashSet<(String, String)>) {
+        retain_live_failures(&mut lock(&self.failures), controllers, live);
+    }
+
     /// The expected (created, not yet cached) Jobs of one workflow.
     pub fn expected_for(&self, workflow_uid: &str) -> Vec<(String, ExpectedJob)> {
         lock(&self.expected_jobs)
@@ -270,6 +286,25 @@ pub fn may_wait_for_agent(wf: &QmsWorkflow) -> bool {
                     || s.phase == StepPhase::Pending
                     || s.tasks.is_empty())
         })
+}
+
+/// [`Shared::retain_failures`] on the counts themselves (keys `controller/namespace/name`).
+fn retain_live_failures(
+    failures: &mut HashMap<String, u32>,
+    controllers: &[String],
+    live: &HashSet<(String, String)>,
+) {
+    failures.retain(|key, _| {
+        let Some((controller, object)) = key.split_once('/') else {
+            return true;
+        };
+        if !controllers.iter().any(|c| c == controller) {
+            return true;
+        }
+        object
+            .split_once('/')
+            .is_some_and(|(ns, name)| live.contains(&(ns.to_owned(), name.to_owned())))
+    });
 }
 
 /// [`Shared::in_flight`] on the expectations themselves.
@@ -309,6 +344,25 @@ mod tests {
         j.metadata.name = Some(name.into());
         j.metadata.namespace = Some("ns".into());
         Arc::new(j)
+    }
+
+    #[test]
+    fn after_a_relist_only_the_failure_counts_of_listed_objects_stay() {
+        use crate::controller::failure_key;
+        let key = |c: &str, name: &str| failure_key(c, "ns", name);
+        let mut failures = HashMap::from([
+            (key("QmsWorkflow", "gone"), 3),
+            (key("GithubChecks", "gone"), 1),
+            (key("QmsWorkflow", "live"), 2),
+            (key("agent", "gone"), 5),
+        ]);
+        let controllers = ["QmsWorkflow".to_owned(), "GithubChecks".to_owned()];
+        let live = HashSet::from([("ns".to_owned(), "live".to_owned())]);
+        retain_live_failures(&mut failures, &controllers, &live);
+        let mut left: Vec<_> = failures.keys().cloned().collect();
+        left.sort();
+        // The agent's count is another kind's (pruned by the Agents' re-list, not this one).
+        assert_eq!(left, [key("QmsWorkflow", "live"), key("agent", "gone")]);
     }
 
     #[test]

@@ -204,7 +204,8 @@ struct Watches<'a> {
 impl Watches<'_> {
     /// Runs one reflector: watch (with the default backoff, so watch drops re-list) → `modify`
     /// (strip what is never read) → cache → `route` each event; marks `cached` synced on its
-    /// first complete list.
+    /// first complete list. The error-backoff counts of `failure_controllers` go with the objects
+    /// (on Delete, and on a re-list for those not listed again).
     fn watch<K>(
         &mut self,
         cached: Cached,
@@ -232,22 +233,30 @@ impl Watches<'_> {
                 .modify(modify)
                 .reflect(writer);
             let mut stream = std::pin::pin!(stream);
-            let mut listed: Option<HashSet<String>> = None;
+            let failure_controllers = failure_controllers(cached);
+            let mut listed: Option<Listed> = None;
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(ev) => {
                         match &ev {
-                            watcher::Event::Init => listed = Some(HashSet::new()),
+                            watcher::Event::Init => listed = Some(Default::default()),
                             watcher::Event::InitApply(o) => {
-                                if let Some(l) = &mut listed {
-                                    l.insert(o.uid().unwrap_or_default());
+                                if let Some((uids, names)) = &mut listed {
+                                    uids.insert(o.uid().unwrap_or_default());
+                                    names.insert((o.namespace().unwrap_or_default(), o.name_any()));
                                 }
                             }
                             watcher::Event::InitDone => {
-                                if let Some(l) = listed.take() {
-                                    route.relisted(&l);
+                                if let Some((uids, names)) = listed.take() {
+                                    route.relisted(&uids);
+                                    shared.retain_failures(&failure_controllers, &names);
                                 }
                             }
+                            watcher::Event::Delete(o) => shared.forget_failures(
+                                &failure_controllers,
+                                &o.namespace().unwrap_or_default(),
+                                &o.name_any(),
+                            ),
                             _ => {}
                         }
                         if matches!(ev, watcher::Event::InitDone)
@@ -263,6 +272,22 @@ impl Watches<'_> {
                 }
             }
         });
+    }
+}
+
+/// What a re-list listed: uids, and (namespace, name) pairs.
+type Listed = (HashSet<String>, HashSet<(String, String)>);
+
+/// The controllers that keep error-backoff counts (`Shared::failures`) of objects of `cached`.
+fn failure_controllers(cached: Cached) -> Vec<String> {
+    use crate::controller::{GITHUB_FAILURES, WORKFLOW_FAILURES};
+    use crate::metrics::ControllerKind;
+    match cached {
+        Cached::Workflows => vec![WORKFLOW_FAILURES.to_owned(), GITHUB_FAILURES.to_owned()],
+        Cached::Templates => vec![format!("{:?}", ControllerKind::workflowtemplate)],
+        Cached::Gates => vec![format!("{:?}", ControllerKind::qualitygate)],
+        Cached::Agents => vec![format!("{:?}", ControllerKind::agent)],
+        Cached::Jobs | Cached::Pods => Vec::new(),
     }
 }
 

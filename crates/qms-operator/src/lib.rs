@@ -22,6 +22,7 @@ pub mod controller;
 pub mod decide;
 pub mod dev;
 pub mod error;
+pub mod events;
 pub mod github;
 pub mod http;
 pub mod informers;
@@ -41,7 +42,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::ListParams;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Api, Client, Resource};
 use qms_api::{Agent, QmsWorkflow, QualityGate, WorkflowTemplate};
 use tokio::task::JoinSet;
@@ -308,7 +309,7 @@ fn new_shared(
         settings: settings.clone(),
         live: std::sync::RwLock::new(Arc::new(settings.live())),
         metrics: Arc::new(metrics::Metrics::new()),
-        recorder: Recorder::new(client, reporter),
+        recorder: events::EventRecorder::new(client, reporter),
         scopes: parts.iter().map(|p| p.scope.clone()).collect(),
         decide_lock: tokio::sync::Mutex::new(()),
         admitted: Default::default(),

@@ -267,25 +267,26 @@ pub fn agent_status(a: &Agent, stats: &observe::AgentStats) -> AgentStatus {
     status
 }
 
+/// The key of `obj`'s failure count under controller `kind`.
+fn failure_key<K: ResourceExt>(obj: &K, kind: ControllerKind) -> String {
+    super::failure_key(
+        &format!("{kind:?}"),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+    )
+}
+
 fn on_error<K: ResourceExt>(obj: &K, err: &Error, shared: &Shared, kind: ControllerKind) -> Action {
     let category = err.category();
     shared.metrics.error(kind, category);
-    let key = format!(
-        "{kind:?}/{}/{}",
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    );
+    let key = failure_key(obj, kind);
     let delay = super::backoff_delay(shared, &key, category);
     tracing::warn!(object = %key, category = category.as_str(), error = %err, retry_in = ?delay, "status update failed");
     Action::requeue(delay)
 }
 
 fn succeeded<K: ResourceExt>(obj: &K, shared: &Shared, kind: ControllerKind, started: Instant) {
-    let key = format!(
-        "{kind:?}/{}/{}",
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    );
+    let key = failure_key(obj, kind);
     lock(&shared.failures).remove(&key);
     shared.metrics.reconciled(kind, started.elapsed());
 }

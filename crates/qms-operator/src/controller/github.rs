@@ -74,10 +74,10 @@ pub async fn run(
 }
 
 fn key(wf: &QmsWorkflow) -> String {
-    format!(
-        "GithubChecks/{}/{}",
-        wf.namespace().unwrap_or_default(),
-        wf.name_any()
+    super::failure_key(
+        super::GITHUB_FAILURES,
+        &wf.namespace().unwrap_or_default(),
+        &wf.name_any(),
     )
 }
 
